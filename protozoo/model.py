@@ -1,0 +1,173 @@
+"""ProtoModel: a timm backbone, a projection head and a prototype source, with one output type."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from timm.models import get_pretrained_cfg_value
+from torch import Tensor, nn
+
+from protozoo import backbones as _backbones  # noqa: F401  (registers the small-image variants)
+from protozoo.config import ProtoConfig
+from protozoo.heads import ProjectionHead
+from protozoo.prototypes import LearnablePrototypes, OnlineGMM
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitInfo
+
+
+@dataclass
+class ProtoOutput:
+    """What a ProtoModel returns.
+
+    Attributes:
+        features: (B, F) pooled backbone features, what downstream tasks use.
+        embeddings: (B, D) L2-normalised projection, the space of the prototypes.
+        assignments: (B, K) probabilities over prototypes; rows sum to 1.
+        logits: (B, num_classes) classifier output when the model has a classifier, else None.
+    """
+
+    features: Tensor
+    embeddings: Tensor
+    assignments: Tensor
+    logits: Tensor | None = None
+
+
+class ProtoModel(nn.Module):
+    """Backbone + projection head + prototypes (+ an optional classifier for fine-tuning).
+
+    The backbone is any timm model created with ``num_classes=0``, so its state dict uses timm's
+    own key names. The prototypes are an :class:`OnlineGMM` for decoupled methods (``*_dec``)
+    and :class:`LearnablePrototypes` for the joint baselines.
+
+    Args:
+        config: architecture, method and preprocessing.
+        num_classes: when > 0, a fresh linear classifier on the pooled features.
+
+    Example:
+        >>> model = ProtoModel(ProtoConfig(num_prototypes=64, hidden_dim=128, embed_dim=32))
+        >>> out = model(torch.randn(2, 1, 28, 28))
+        >>> out.features.shape, out.embeddings.shape, out.assignments.shape
+        (torch.Size([2, 512]), torch.Size([2, 32]), torch.Size([2, 64]))
+    """
+
+    def __init__(self, config: ProtoConfig, num_classes: int = 0) -> None:
+        super().__init__()
+        self.config = config
+        kwargs = dict(config.backbone_kwargs)
+        if get_pretrained_cfg_value(config.architecture, "fixed_input_size"):
+            kwargs.setdefault("img_size", config.img_size)
+        try:
+            self.backbone = timm.create_model(
+                config.architecture, pretrained=False, num_classes=0, in_chans=config.in_chans, **kwargs
+            )
+        except RuntimeError as e:
+            if "Unknown model" not in str(e):
+                raise
+            close = timm.list_models(f"*{config.architecture.split('_')[0]}*")[:8]
+            raise ValueError(
+                f"Unknown backbone {config.architecture!r}: not a timm model name. Similar names: {close}"
+            ) from None
+        self.num_features: int = self.backbone.num_features
+        self.head = ProjectionHead(
+            self.num_features,
+            config.hidden_dim,
+            config.embed_dim,
+            config.head_layers,
+            batch_norm=config.family == "carp",
+        )
+        if config.decoupled:
+            self.prototype_source: OnlineGMM | LearnablePrototypes = OnlineGMM(
+                config.num_prototypes,
+                config.embed_dim,
+                eta=config.gmm_eta,
+                var_floor=config.gmm_var_floor,
+                init=config.gmm_init,
+            )
+        else:
+            self.prototype_source = LearnablePrototypes(config.num_prototypes, config.embed_dim)
+        self.num_classes = num_classes
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else None
+
+    @property
+    def prototypes(self) -> Tensor:
+        """(K, D) unit-norm prototype matrix."""
+        return self.prototype_source.prototypes
+
+    @property
+    def transform(self) -> Callable[[Any], Tensor]:
+        """Eval preprocessing from the config: PIL image or uint8 tensor -> normalised (C, H, W)."""
+        from protozoo.transforms import eval_transform
+
+        c = self.config
+        return eval_transform(c.img_size, c.mean, c.std, c.in_chans, c.crop_pct, c.interpolation)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Unpooled backbone features (timm's forward_features)."""
+        return self.backbone.forward_features(x)
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Pooled features (B, F) and the unnormalised projection z (B, D) of images x."""
+        features = self.backbone(x)
+        return features, self.head(features)
+
+    def prototype_logits(self, z: Tensor) -> Tensor:
+        """(B, K) scores against the prototypes: z Cᵀ for CARP, normalize(z) Cᵀ for DINO.
+
+        Decoupled prototypes are buffers, so no gradient reaches them; learnable ones get one.
+        """
+        if self.config.family == "dino":
+            z = F.normalize(z, dim=-1)
+        return z @ self.prototypes.to(z.dtype).T
+
+    def forward(self, x: Tensor) -> ProtoOutput:
+        """Images (B, C, H, W), normalised as ``transform`` does, -> :class:`ProtoOutput`.
+
+        Raises:
+            ValueError: when x is not a float tensor of shape (B, in_chans, H, W) with B >= 1
+                (and H = W = img_size for fixed-size backbones such as ViTs).
+        """
+        self._check_input(x)
+        features, z = self.project(x)
+        logits = self.prototype_logits(z)
+        return ProtoOutput(
+            features=features,
+            embeddings=F.normalize(z, dim=-1),
+            assignments=torch.softmax(logits.float() / self.config.temperature, dim=-1),
+            logits=self.classifier(features) if self.classifier is not None else None,
+        )
+
+    def _check_input(self, x: Tensor) -> None:
+        c = self.config
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[0] == 0 or x.shape[1] != c.in_chans:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"Expected images of shape (B, {c.in_chans}, H, W) with B >= 1, got {shape}; "
+                f"preprocess PIL images with model.transform"
+            )
+        if not x.is_floating_point():
+            raise ValueError(f"Expected a float tensor normalised with model.transform, got dtype {x.dtype}")
+        fixed = get_pretrained_cfg_value(c.architecture, "fixed_input_size")
+        if fixed and tuple(x.shape[-2:]) != (c.img_size, c.img_size):
+            raise ValueError(
+                f"{c.architecture} takes {c.img_size}x{c.img_size} inputs, got {x.shape[-2]}x{x.shape[-1]}; "
+                f"resize with model.transform"
+            )
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> Path:
+        """Write the Hub-layout folder (see :func:`protozoo.hub.save_pretrained`)."""
+        from protozoo.hub import save_pretrained
+
+        return save_pretrained(self, save_directory, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> CommitInfo:
+        """Upload to the Hub (see :func:`protozoo.hub.push_to_hub`)."""
+        from protozoo.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)

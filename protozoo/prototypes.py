@@ -1,0 +1,204 @@
+"""Prototype sources: the online Gaussian mixture of decoupled training, and learnable prototypes.
+
+Decoupled training (Arteaga et al., "Why Prototypes Collapse", ICLR 2026) fits the prototypes
+with an online EM on the teacher's detached embeddings and holds them fixed in the encoder's
+loss. The update follows online EM with weight-based forgetting (Celaya & Agostini, 2015);
+the equations are in docs/method.md §3 and the code below reads like them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from protozoo.distributed import all_reduce_sum_, broadcast_
+
+
+class OnlineGMM(nn.Module):
+    """Diagonal-covariance Gaussian mixture fitted by online EM with responsibility-based forgetting.
+
+    All state lives in fp32 buffers (so it round-trips through ``state_dict`` and safetensors)
+    and nothing in it ever receives a gradient. ``update`` runs one E-step on a batch of
+    embeddings, sums the sufficient statistics over processes, forgets old mass in proportion
+    to the new responsibility and re-estimates the parameters (M-step):
+
+        logp_ik = log π_k − ½ Σ_d [log(2π σ²_kd) + (h_id − μ_kd)² / σ²_kd]
+        γ_ik    = softmax_k(β · logp_ik)
+        n_k = Σ_i γ_ik,  s1_k = Σ_i γ_ik h_i,  s2_k = Σ_i γ_ik h_i²      (summed over processes)
+        a_k = (1 − η)^{n_k};  A ← aA + n;  S1 ← aS1 + s1;  S2 ← aS2 + s2
+        μ = S1 / A;  σ² = max(S2 / A − μ², σ²_min);  π = A / ΣA
+
+    Args:
+        num_prototypes: K, the number of mixture components.
+        dim: d, the embedding dimension.
+        eta: forgetting factor per unit of responsibility. Larger forgets faster.
+        var_floor: lower bound on every variance.
+        init: "random" (means are random unit vectors) or "first_batch" (means are the first
+            batch's embeddings, recycled when K > B, plus noise).
+        init_noise: standard deviation of the noise added to first-batch means.
+        chunk_size: components per chunk in the E-step; bounds memory at B × chunk_size.
+
+    Example:
+        >>> gmm = OnlineGMM(num_prototypes=64, dim=16)
+        >>> h = torch.nn.functional.normalize(torch.randn(256, 16), dim=1)
+        >>> gmm.update(h, beta=1.0)
+        >>> gmm.prototypes.shape
+        torch.Size([64, 16])
+    """
+
+    def __init__(
+        self,
+        num_prototypes: int,
+        dim: int,
+        eta: float = 1e-3,
+        var_floor: float = 1e-4,
+        init: str = "random",
+        init_noise: float = 0.02,
+        chunk_size: int = 4096,
+    ) -> None:
+        super().__init__()
+        if num_prototypes < 1 or dim < 1:
+            raise ValueError(f"OnlineGMM needs num_prototypes >= 1 and dim >= 1, got {num_prototypes}, {dim}")
+        if not 0.0 < eta < 1.0:
+            raise ValueError(f"eta must lie in (0, 1), got {eta}; the default 1e-3 suits K around 1-64k")
+        if init not in ("random", "first_batch"):
+            raise ValueError(f"Unknown init {init!r}; valid choices are 'random' and 'first_batch'")
+        self.num_prototypes, self.dim = num_prototypes, dim
+        self.eta, self.var_floor, self.init = eta, var_floor, init
+        self.init_noise, self.chunk_size = init_noise, chunk_size
+        mu = F.normalize(torch.randn(num_prototypes, dim), dim=1)
+        var = torch.full((num_prototypes, dim), 1.0 / dim)
+        # One pseudo-count of mass per component, so the statistics describe the initial guess.
+        self.register_buffer("mass", torch.ones(num_prototypes))  # A
+        self.register_buffer("s1", mu.clone())  # S1 = A μ
+        self.register_buffer("s2", var + mu**2)  # S2 = A (σ² + μ²)
+        self.register_buffer("means", mu)  # μ
+        self.register_buffer("variances", var)  # σ²
+        self.register_buffer("log_weights", torch.full((num_prototypes,), -math.log(num_prototypes)))  # log π
+        self.register_buffer("initialized", torch.tensor(init == "random"))
+
+    @property
+    def weights(self) -> Tensor:
+        """Mixture weights π, shape (K,)."""
+        return self.log_weights.exp()
+
+    @property
+    def prototypes(self) -> Tensor:
+        """Unit-norm means C = normalize(μ), shape (K, d): the prototypes the loss uses."""
+        return F.normalize(self.means, dim=1)
+
+    def _log_prob_chunks(self, h: Tensor):  # type: ignore[no-untyped-def]
+        """Yield (slice, logp) with logp (B, Kc) = log π_k + log N(h_i | μ_k, σ²_k) chunk by chunk."""
+        h2 = h * h
+        for start in range(0, self.num_prototypes, self.chunk_size):
+            k = slice(start, start + self.chunk_size)
+            inv_var = 1.0 / self.variances[k]  # (Kc, d)
+            mu = self.means[k]
+            # Σ_d (h − μ)²/σ² expanded into matmuls: h²·(1/σ²) − 2 h·(μ/σ²) + Σ μ²/σ²
+            maha = h2 @ inv_var.T - 2.0 * h @ (mu * inv_var).T + (mu * mu * inv_var).sum(1)  # (B, Kc)
+            log_det = torch.log(2 * math.pi * self.variances[k]).sum(1)  # (Kc,)
+            yield k, self.log_weights[k] - 0.5 * (log_det + maha)
+
+    @torch.no_grad()
+    def responsibilities(self, h: Tensor, beta: float = 1.0) -> Tensor:
+        """E-step for inspection: γ (B, K) = softmax_k(β · logp). Rows sum to 1."""
+        h = self._check(h)
+        with torch.autocast(h.device.type, enabled=False):
+            logp = torch.cat([lp for _, lp in self._log_prob_chunks(h)], dim=1)
+            return torch.softmax(beta * logp, dim=1)
+
+    @torch.no_grad()
+    def update(self, h: Tensor, beta: float = 1.0) -> None:
+        """One online EM step on embeddings h (B, d), normally the teacher's L2-normalised ones.
+
+        Args:
+            h: (B, d) embeddings; detached and cast to fp32 here.
+            beta: annealing inverse temperature of the E-step, rising from beta_0 to 1.
+
+        Raises:
+            ValueError: when h is not (B, d) with d = dim, is empty, or holds NaN/Inf.
+        """
+        h = self._check(h)
+        with torch.autocast(h.device.type, enabled=False):
+            if not bool(self.initialized):
+                self._init_from(h)
+            # E-step in two passes over K so memory stays at B × chunk_size: first the
+            # normaliser log Σ_k exp(β logp_ik), then the responsibilities and statistics.
+            lse = torch.full((h.shape[0],), -math.inf, device=h.device)
+            for _, logp in self._log_prob_chunks(h):
+                lse = torch.logaddexp(lse, torch.logsumexp(beta * logp, dim=1))
+            n = torch.empty_like(self.mass)
+            s1, s2 = torch.empty_like(self.s1), torch.empty_like(self.s2)
+            for k, logp in self._log_prob_chunks(h):
+                gamma = torch.exp(beta * logp - lse[:, None])  # (B, Kc)
+                n[k], s1[k], s2[k] = gamma.sum(0), gamma.T @ h, gamma.T @ (h * h)
+            for stat in (n, s1, s2):
+                all_reduce_sum_(stat)
+            # Forgetting: a component that got no responsibility (n_k = 0) keeps its mass.
+            a = (1.0 - self.eta) ** n
+            self.mass.mul_(a).add_(n)
+            self.s1.mul_(a[:, None]).add_(s1)
+            self.s2.mul_(a[:, None]).add_(s2)
+            self._m_step()
+
+    def _m_step(self) -> None:
+        self.means.copy_(self.s1 / self.mass[:, None])
+        self.variances.copy_((self.s2 / self.mass[:, None] - self.means**2).clamp_min(self.var_floor))
+        self.log_weights.copy_(self.mass.log() - self.mass.sum().log())
+
+    def _init_from(self, h: Tensor) -> None:
+        """Means from the first batch (rows recycled when K > B) plus noise; same on every process."""
+        idx = torch.arange(self.num_prototypes, device=h.device) % h.shape[0]
+        mu = F.normalize(h[idx] + self.init_noise * torch.randn_like(h[idx]), dim=1)
+        broadcast_(mu)
+        self.s1.copy_(mu * self.mass[:, None])
+        self.s2.copy_((self.variances + mu**2) * self.mass[:, None])
+        self._m_step()
+        self.initialized.fill_(True)
+
+    def _check(self, h: Tensor) -> Tensor:
+        if not isinstance(h, Tensor) or h.dim() != 2 or h.shape[1] != self.dim or h.shape[0] == 0:
+            shape = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
+            raise ValueError(
+                f"OnlineGMM.update expects embeddings of shape (B, {self.dim}) with B >= 1, got {shape}"
+            )
+        h = h.detach().float()
+        if not torch.isfinite(h).all():
+            raise ValueError(
+                "OnlineGMM.update got NaN or Inf embeddings; check the teacher's output (lower the lr?)"
+            )
+        return h
+
+    def extra_repr(self) -> str:
+        return f"num_prototypes={self.num_prototypes}, dim={self.dim}, eta={self.eta}, init={self.init!r}"
+
+
+class LearnablePrototypes(nn.Module):
+    """Prototypes learned jointly with the encoder: a weight-normalised linear layer (CARP, DINO).
+
+    Args:
+        num_prototypes: K.
+        dim: D, the embedding dimension.
+
+    Example:
+        >>> protos = LearnablePrototypes(128, 16)
+        >>> protos.prototypes.shape
+        torch.Size([128, 16])
+    """
+
+    def __init__(self, num_prototypes: int, dim: int) -> None:
+        super().__init__()
+        if num_prototypes < 1 or dim < 1:
+            raise ValueError(
+                f"LearnablePrototypes needs num_prototypes >= 1 and dim >= 1, got {num_prototypes}, {dim}"
+            )
+        self.num_prototypes, self.dim = num_prototypes, dim
+        self.weight = nn.Parameter(F.normalize(torch.randn(num_prototypes, dim), dim=1))
+
+    @property
+    def prototypes(self) -> Tensor:
+        """Unit-norm rows of the weight, shape (K, D), differentiable."""
+        return F.normalize(self.weight, dim=1)

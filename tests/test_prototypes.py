@@ -1,0 +1,194 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from protozoo.prototypes import LearnablePrototypes, OnlineGMM
+
+
+def sphere_mixture(k: int, d: int, n_per: int, spread: float, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(k, d, generator=g), dim=1)
+    h = centres.repeat_interleave(n_per, 0) + spread * torch.randn(k * n_per, d, generator=g)
+    return centres, F.normalize(h, dim=1)
+
+
+def test_recovers_centres_of_separated_clusters():
+    torch.manual_seed(0)
+    centres, h = sphere_mixture(k=8, d=16, n_per=200, spread=0.05)
+    gmm = OnlineGMM(8, 16, eta=0.01)
+    step = 0
+    for _ in range(20):
+        for batch in h[torch.randperm(len(h))].split(256):
+            gmm.update(batch, beta=min(1.0, 0.5 + step / 100))  # annealed 0.5 -> 1
+            step += 1
+    cos = centres @ gmm.prototypes.T  # (8, 8)
+    # every true centre has a prototype within cos 0.99, and prototypes match centres one to one
+    assert cos.max(dim=1).values.min() > 0.99
+    assert len(set(cos.argmax(dim=1).tolist())) == 8
+
+
+def test_responsibilities_are_a_distribution():
+    gmm = OnlineGMM(32, 8)
+    gamma = gmm.responsibilities(F.normalize(torch.randn(50, 8), dim=1), beta=0.5)
+    assert gamma.shape == (50, 32)
+    assert torch.all(gamma >= 0)
+    torch.testing.assert_close(gamma.sum(1), torch.ones(50))
+
+
+def test_forgetting_leaves_components_without_responsibility_untouched():
+    gmm = OnlineGMM(4, 2, eta=0.1)
+    with torch.no_grad():  # two far-apart components, data only near component 0
+        gmm.means.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]))
+        gmm.variances.fill_(1e-3)
+        gmm.s1.copy_(gmm.means)
+        gmm.s2.copy_(gmm.variances + gmm.means**2)
+    before = {k: v.clone() for k, v in gmm.state_dict().items()}
+    gmm.update(torch.tensor([[1.0, 0.01], [0.99, -0.02]]))
+    for name in ("mass", "s1", "s2", "means", "variances"):
+        torch.testing.assert_close(getattr(gmm, name)[1:], before[name][1:])
+    assert gmm.mass[0] > before["mass"][0]
+    # the new mass is a*A + n with a = (1 - eta)^n and n = 2
+    torch.testing.assert_close(gmm.mass[0], torch.tensor(0.9**2 * 1.0 + 2.0), atol=1e-4, rtol=0)
+
+
+def test_mixture_weights_follow_mass():
+    gmm = OnlineGMM(16, 4)
+    gmm.update(F.normalize(torch.randn(64, 4), dim=1))
+    torch.testing.assert_close(gmm.weights.sum(), torch.tensor(1.0))
+    torch.testing.assert_close(gmm.weights, gmm.mass / gmm.mass.sum())
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        torch.ones(32, 8),  # constant
+        F.normalize(torch.randn(1, 8), dim=1).repeat(64, 1),  # duplicated
+        F.normalize(torch.randn(1, 8), dim=1),  # a single sample
+        torch.zeros(16, 8),  # all-zero
+    ],
+    ids=["constant", "duplicated", "single", "zeros"],
+)
+def test_degenerate_batches_stay_finite(batch):
+    gmm = OnlineGMM(128, 8)  # K larger than the batch
+    for _ in range(50):
+        gmm.update(batch, beta=0.5)
+    for name, value in gmm.state_dict().items():
+        if value.is_floating_point():
+            assert torch.isfinite(value).all(), name
+    assert gmm.variances.min() >= gmm.var_floor
+
+
+def test_chunking_matches_one_chunk():
+    h = F.normalize(torch.randn(100, 8), dim=1)
+    a, b = OnlineGMM(300, 8), OnlineGMM(300, 8, chunk_size=64)
+    b.load_state_dict(a.state_dict())
+    for _ in range(3):
+        a.update(h, beta=0.7)
+        b.update(h, beta=0.7)
+    for name, value in a.state_dict().items():
+        torch.testing.assert_close(getattr(b, name), value, rtol=1e-4, atol=1e-6)
+
+
+def test_log_prob_matches_naive_gaussian():
+    gmm = OnlineGMM(5, 3)
+    gmm.update(F.normalize(torch.randn(20, 3), dim=1))
+    h = torch.randn(4, 3)
+    logp = torch.cat([lp for _, lp in gmm._log_prob_chunks(h)], dim=1)
+    for i in range(4):
+        for k in range(5):
+            expected = math.log(gmm.weights[k])
+            for d in range(3):
+                var, mu = gmm.variances[k, d].item(), gmm.means[k, d].item()
+                expected += -0.5 * (math.log(2 * math.pi * var) + (h[i, d].item() - mu) ** 2 / var)
+            assert logp[i, k].item() == pytest.approx(expected, rel=1e-4, abs=1e-3)
+
+
+def test_update_inside_bf16_autocast_stays_fp32():
+    gmm = OnlineGMM(16, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = torch.nn.Linear(8, 8)(torch.randn(32, 8))
+        gmm.update(F.normalize(h, dim=1))
+    assert all(v.dtype in (torch.float32, torch.bool) for v in gmm.state_dict().values())
+
+
+def test_state_round_trips_through_safetensors(tmp_path):
+    gmm = OnlineGMM(16, 4, init="first_batch")
+    gmm.update(F.normalize(torch.randn(8, 4), dim=1))
+    save_file(gmm.state_dict(), tmp_path / "gmm.safetensors")
+    other = OnlineGMM(16, 4, init="first_batch")
+    other.load_state_dict(load_file(tmp_path / "gmm.safetensors"))
+    torch.testing.assert_close(other.prototypes, gmm.prototypes)
+    assert bool(other.initialized)
+
+
+def test_no_gradient_reaches_the_gmm():
+    gmm = OnlineGMM(8, 4)
+    h = torch.randn(10, 4, requires_grad=True)
+    gmm.update(h)
+    assert all(not b.requires_grad for b in gmm.buffers())
+    assert list(gmm.parameters()) == []
+
+
+@pytest.mark.parametrize(
+    "h, match",
+    [
+        (torch.randn(10, 5), r"shape \(B, 4\)"),
+        (torch.randn(10), r"shape \(B, 4\)"),
+        (torch.randn(0, 4), r"B >= 1"),
+        (torch.full((3, 4), float("nan")), "NaN or Inf"),
+    ],
+)
+def test_bad_embeddings_raise(h, match):
+    with pytest.raises(ValueError, match=match):
+        OnlineGMM(8, 4).update(h)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"eta": 0.0}, "eta must lie"),
+        ({"init": "kmeans"}, "Unknown init 'kmeans'"),
+        ({"num_prototypes": 0}, ">= 1"),
+    ],
+)
+def test_bad_settings_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        OnlineGMM(**{"num_prototypes": 8, "dim": 4, **kwargs})
+
+
+def test_learnable_prototypes_are_unit_norm_and_trainable():
+    protos = LearnablePrototypes(10, 6)
+    torch.testing.assert_close(protos.prototypes.norm(dim=1), torch.ones(10))
+    protos.prototypes.sum().backward()
+    assert protos.weight.grad is not None
+
+
+def _half_batch_worker(expected_path):
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=True)
+    assert acc.num_processes == 2
+    torch.manual_seed(0)  # the same data and initial means on both processes
+    h = F.normalize(torch.randn(64, 8), dim=1)
+    gmm = OnlineGMM(32, 8, init="first_batch")
+    for _ in range(3):
+        gmm.update(h.chunk(2)[acc.process_index], beta=0.8)
+    # first_batch init broadcasts rank 0's means, so both start from the first half's rows
+    for name, value in load_file(expected_path).items():
+        torch.testing.assert_close(getattr(gmm, name), value, rtol=1e-5, atol=1e-6)
+
+
+def test_two_processes_on_half_batches_equal_one_process(tmp_path):
+    from accelerate import debug_launcher
+
+    torch.manual_seed(0)
+    h = F.normalize(torch.randn(64, 8), dim=1)
+    gmm = OnlineGMM(32, 8, init="first_batch")
+    gmm._init_from(h.chunk(2)[0])  # what rank 0 broadcasts
+    for _ in range(3):
+        gmm.update(h, beta=0.8)
+    save_file(gmm.state_dict(), tmp_path / "expected.safetensors")
+    debug_launcher(_half_batch_worker, args=(str(tmp_path / "expected.safetensors"),), num_processes=2)
