@@ -31,12 +31,16 @@ class ProtoOutput:
         embeddings: (B, D) L2-normalised projection, the space of the prototypes.
         assignments: (B, K) probabilities over prototypes; rows sum to 1.
         logits: (B, num_classes) classifier output when the model has a classifier, else None.
+        projection: (B, D) the unnormalised projection z (what training uses).
+        scores: (B, K) prototype scores before the temperature (what the SSL losses take).
     """
 
     features: Tensor
     embeddings: Tensor
     assignments: Tensor
     logits: Tensor | None = None
+    projection: Tensor | None = None
+    scores: Tensor | None = None
 
 
 class ProtoModel(nn.Module):
@@ -112,11 +116,6 @@ class ProtoModel(nn.Module):
         """Unpooled backbone features (timm's forward_features)."""
         return self.backbone.forward_features(x)
 
-    def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Pooled features (B, F) and the unnormalised projection z (B, D) of images x."""
-        features = self.backbone(x)
-        return features, self.head(features)
-
     def prototype_logits(self, z: Tensor) -> Tensor:
         """(B, K) scores against the prototypes: z Cᵀ for CARP, normalize(z) Cᵀ for DINO.
 
@@ -126,21 +125,30 @@ class ProtoModel(nn.Module):
             z = F.normalize(z, dim=-1)
         return z @ self.prototypes.to(z.dtype).T
 
-    def forward(self, x: Tensor) -> ProtoOutput:
+    def forward(self, x: Tensor | list[Tensor]) -> ProtoOutput:
         """Images (B, C, H, W), normalised as ``transform`` does, -> :class:`ProtoOutput`.
+
+        A list of views (multi-crop, possibly of two sizes) runs the backbone once per size and
+        the head once on the concatenation, like DINO's MultiCropWrapper; outputs are then
+        (V·B, ...) in view order.
 
         Raises:
             ValueError: when x is not a float tensor of shape (B, in_chans, H, W) with B >= 1
                 (and H = W = img_size for fixed-size backbones such as ViTs).
         """
-        self._check_input(x)
-        features, z = self.project(x)
-        logits = self.prototype_logits(z)
+        views = x if isinstance(x, (list, tuple)) else [x]
+        for v in views:
+            self._check_input(v)
+        features = torch.cat([self.backbone(torch.cat(group)) for group in _same_size_groups(views)])
+        z = self.head(features)
+        scores = self.prototype_logits(z)
         return ProtoOutput(
             features=features,
             embeddings=F.normalize(z, dim=-1),
-            assignments=torch.softmax(logits.float() / self.config.temperature, dim=-1),
+            assignments=torch.softmax(scores.float() / self.config.temperature, dim=-1),
             logits=self.classifier(features) if self.classifier is not None else None,
+            projection=z,
+            scores=scores,
         )
 
     def _check_input(self, x: Tensor) -> None:
@@ -171,3 +179,14 @@ class ProtoModel(nn.Module):
         from protozoo.hub import push_to_hub
 
         return push_to_hub(self, repo_id, **kwargs)
+
+
+def _same_size_groups(views: list[Tensor] | tuple[Tensor, ...]) -> list[list[Tensor]]:
+    """Consecutive views of the same spatial size, so each group is one backbone call."""
+    groups: list[list[Tensor]] = []
+    for v in views:
+        if groups and groups[-1][0].shape[-2:] == v.shape[-2:]:
+            groups[-1].append(v)
+        else:
+            groups.append([v])
+    return groups

@@ -1,0 +1,152 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from train.config import TrainConfig, load_config
+from train.engine import Trainer, cosine
+
+TINY = [
+    "backbone=vit_tiny_patch4_28",
+    "backbone_kwargs.depth=1",
+    "backbone_kwargs.embed_dim=32",
+    "backbone_kwargs.num_heads=2",
+    "hidden_dim=32",
+    "embed_dim=16",
+    "num_prototypes=64",
+    "block_size=32",
+    "batch_size=32",
+    "eval_bank_size=200",
+    "warmup_steps=1",
+    "final_eval=false",
+    "log_every=1",
+    "channels_last=false",
+]
+
+
+def tiny(tmp_path, *extra: str) -> TrainConfig:
+    return load_config(None, [*TINY, f"output_dir={tmp_path}", *extra])
+
+
+@pytest.mark.parametrize("method", ["carp", "carp_kp", "carp_dec", "dino", "dino_dec"])
+def test_each_method_trains_and_writes_a_loadable_model(tmp_path, method):
+    import protozoo
+
+    results = Trainer(tiny(tmp_path, f"method={method}", "max_steps=2", "eval_every=2", "save_every=2")).fit()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "loss" in r] == [1, 2]
+    evals = [r for r in lines if "knn_top1" in r]
+    assert [r["step"] for r in evals] == [0, 2]
+    assert set(evals[-1]["unique"]) == {"0.025", "0.1", "0.25", "0.5"}
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in lines if "loss" in r)
+    assert (tmp_path / "collapse.png").stat().st_size > 0
+    assert (tmp_path / "config.yaml").exists()
+    model = protozoo.load(tmp_path / "model")
+    assert model.config.method == method
+    out = model(torch.randn(3, 1, 28, 28))
+    assert out.assignments.shape == (3, 64)
+    assert results["knn_top1"] == evals[-1]["knn_top1"]
+
+
+def test_decoupled_prototypes_get_no_gradient_and_the_gmm_moves(tmp_path):
+    trainer = Trainer(tiny(tmp_path, "method=carp_dec", "max_steps=1"))
+    gmm = trainer.model.prototype_source
+    before = gmm.means.clone()
+    loader = torch.utils.data.DataLoader(trainer.train_set, batch_sampler=trainer._micro_batches(0, 0)[:1])
+    views, _ = next(iter(loader))
+    trainer.train_step([views])
+    assert not torch.equal(before, gmm.means)
+    assert trainer.teacher.prototype_source is gmm  # one shared prototype set
+    assert all(not b.requires_grad for b in gmm.buffers())
+
+
+def _state(folder):
+    ckpt = sorted((folder / "checkpoints").glob("step_*"))[-1]
+    return load_file(ckpt / "model.safetensors"), load_file(ckpt / "teacher.safetensors")
+
+
+def test_killed_and_resumed_equals_uninterrupted(tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    args = ("method=carp_dec", "max_steps=4", "save_every=2", "eval_every=2", "keep_checkpoints=5")
+    Trainer(tiny(full, *args)).fit()
+    Trainer(tiny(cut, *args)).fit()
+    # simulate a kill after the step-2 checkpoint: drop what came later
+    import shutil
+
+    shutil.rmtree(cut / "checkpoints" / "step_0000004")
+    shutil.rmtree(cut / "model")
+    Trainer(tiny(cut, *args, "resume=true")).fit()
+    for a, b in zip(_state(full), _state(cut), strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+    metrics = [(tmp_path / run / "metrics.jsonl").read_text().splitlines() for run in ("full", "cut")]
+    full_m, cut_m = ([json.loads(x) for x in m] for m in metrics)
+    assert [r["step"] for r in full_m] == [r["step"] for r in cut_m]
+    for a, b in zip(full_m, cut_m, strict=True):
+        if "loss" in a:
+            assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+
+
+def _two_process_run(folder):
+    Trainer(tiny(folder, "method=carp_dec", "max_steps=2", "eval_every=100", "save_every=2")).fit()
+
+
+def test_two_processes_agree_with_one_on_the_gmm(tmp_path):
+    from accelerate import debug_launcher
+
+    Trainer(tiny(tmp_path / "one", "method=carp_dec", "max_steps=2", "eval_every=100", "save_every=2")).fit()
+    debug_launcher(_two_process_run, args=(tmp_path / "two",), num_processes=2)
+    one, two = _state(tmp_path / "one")[1], _state(tmp_path / "two")[1]
+    for k in one:
+        if k.startswith("prototype_source."):
+            torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize(
+    "overrides, error, match",
+    [
+        (["method=swav"], ValueError, "Unknown method 'swav'"),
+        (["backbone=resnet9000"], ValueError, "Unknown backbone 'resnet9000'"),
+        (["num_prototypes=100", "block_size=32"], ValueError, "not divisible by block_size=32"),
+        (["dataset=imagefolder:/nonexistent/images"], FileNotFoundError, "nonexistent"),
+        (["data_root=/nonexistent"], FileNotFoundError, "dataset-fashion-mnist"),
+        (["max_stepz=3"], ValueError, "did you mean \\['max_steps'\\]"),
+        (["max_steps"], ValueError, "not key=value"),
+        (["max_steps=abc"], ValueError, "max_steps='abc'"),
+    ],
+)
+def test_bad_recipes_stop_at_start_with_a_clear_message(tmp_path, overrides, error, match):
+    with pytest.raises(error, match=match):
+        Trainer(tiny(tmp_path, *overrides))
+
+
+def test_cli_reports_a_bad_recipe_without_a_traceback(capsys):
+    from train.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["method=swav"])
+    assert exit_info.value.code == 2
+    assert "Unknown method 'swav'" in capsys.readouterr().err
+
+
+def test_missing_recipe_file():
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config("train/configs/nope.yaml")
+
+
+def test_every_recipe_parses():
+    from pathlib import Path
+
+    recipes = sorted(Path(__file__).parents[1].glob("train/configs/*.yaml"))
+    assert recipes
+    for recipe in recipes:
+        load_config(recipe)
+
+
+def test_cosine_schedule():
+    assert cosine(0, 100, 1.0, 0.0, warmup=10) == 0.0
+    assert cosine(10, 100, 1.0, 0.0, warmup=10) == 1.0
+    assert cosine(100, 100, 1.0, 0.0, warmup=10) == pytest.approx(0.0)
+    assert cosine(55, 100, 1.0, 0.0, warmup=10) == pytest.approx(0.5)

@@ -1,0 +1,1 @@
+"""The protozoo training module: ``python -m train --config train/configs/default.yaml [key=value ...]``."""

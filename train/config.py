@@ -1,0 +1,181 @@
+"""TrainConfig: every recipe field with its default, YAML recipes and key=value overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from protozoo.config import METHODS, ProtoConfig
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Each comment says when to change the value."""
+
+    # ---- model ----
+    method: str = "carp_dec"  # carp | carp_kp | carp_dec | dino | dino_dec
+    backbone: str = "resnet18_small"  # any timm name; *_small / vit_*_patch4_28 for 28-32 px images
+    num_prototypes: int = 1024  # K; must be a multiple of block_size for CARP
+    embed_dim: int = 256  # D; DINO's bottleneck and CARP's output are 256
+    hidden_dim: int = 2048  # projection MLP width; lower it (e.g. 1024) for small CPU models
+    head_layers: int = 3
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {drop_path_rate: 0.1} for ViTs
+    # ---- data ----
+    dataset: str = (
+        "fashion_mnist"  # fashion_mnist | cifar10 | cifar100 | stl10 | imagefolder:<path> | hf:<id>
+    )
+    data_root: str | None = None  # where the dataset lives (default: the dataset's own default)
+    img_size: int = 28  # native size; global crops are this size
+    in_chans: int = 1  # 1 for Fashion-MNIST, 3 for colour data
+    mean: list[float] | None = (
+        None  # normalisation; None takes the dataset's own (Fashion-MNIST's, else ImageNet's)
+    )
+    std: list[float] | None = None
+    crop_pct: float = 1.0  # eval centre-crop fraction; 0.875 for ImageNet-style folders
+    num_local_crops: int = 0  # DINO-style small crops; more crops help but cost time
+    long_tail: float | None = None  # imbalance factor for a long-tailed training set (e.g. 100)
+    num_workers: int = 0  # data-loading processes; 0 keeps resume bit-exact on CPU
+    # ---- optimisation ----
+    batch_size: int = 256  # global batch over all processes (and accumulation steps)
+    epochs: int = 10
+    max_steps: int | None = None  # overrides epochs when set
+    optimizer: str = "adamw"  # adamw | lars | sgd; CARP's reference is lars, DINO's adamw
+    lr: float = 1e-3  # peak lr for batch 256, scaled linearly with batch_size
+    min_lr: float = 1e-6  # end of the cosine decay
+    warmup_steps: int = 100  # linear lr warm-up; raise it if the loss spikes early
+    weight_decay: float = 0.04  # cosine from weight_decay to weight_decay_end (DINO)
+    weight_decay_end: float = 0.04
+    momentum: float = 0.9  # for sgd / lars
+    clip_grad: float | None = 3.0  # max grad norm; None disables
+    freeze_last_layer_steps: int = 0  # DINO: no updates to learnable prototypes for this many steps
+    grad_accum_steps: int = 1
+    mixed_precision: str = "bf16"  # bf16 | fp16 | no; bf16 autocast is ~2x faster on AVX-512 CPUs
+    channels_last: bool = True  # faster convolutions on CPU
+    teacher_momentum: float = 0.99  # EMA, cosine-increased to 1; 0.996 for long ImageNet runs
+    # ---- losses ----
+    block_size: int = 128  # CARP partition block N_B; 512 at K = 65 536
+    kp_weight: float = 0.1  # KoLeo-proto weight (carp_kp)
+    student_temp: float = 0.1  # DINO
+    teacher_temp: float = 0.07  # DINO, reached after teacher_temp_warmup_steps
+    teacher_temp_start: float = 0.04  # DINO; lower it if training is unstable at the start
+    teacher_temp_warmup_steps: int = 0
+    center_momentum: float = 0.9  # DINO
+    # ---- online GMM (decoupled methods) ----
+    gmm_eta: float = 1e-3  # forgetting per unit responsibility
+    gmm_beta0: float = 0.5  # E-step annealing start, rising to 1
+    gmm_anneal_frac: float = 0.1  # fraction of training over which beta reaches 1
+    gmm_var_floor: float = 1e-4
+    gmm_init: str = "random"  # random | first_batch
+    # ---- evaluation, logging, checkpoints ----
+    eval_every: int = 200  # steps between k-NN + collapse evaluations (also at each epoch end)
+    eval_bank_size: int = 10000  # training images in the k-NN memory bank during training
+    final_eval: bool = True  # k-NN on the full test set with the full training set as bank at the end
+    linear_probe: bool = False  # also a linear probe at the end (slower)
+    log_every: int = 20
+    save_every: int = 200  # steps between resumable checkpoints
+    keep_checkpoints: int = 2
+    trackers: list[str] = field(default_factory=list)  # Accelerate trackers, e.g. [tensorboard]
+    output_dir: str = "runs/default"
+    resume: bool = False  # continue from the last checkpoint in output_dir
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"Unknown method {self.method!r}; valid methods are {', '.join(METHODS)}")
+        if self.optimizer not in ("adamw", "lars", "sgd"):
+            raise ValueError(f"Unknown optimizer {self.optimizer!r}; valid choices are adamw, lars, sgd")
+        if self.method.startswith("carp") and self.num_prototypes % self.block_size:
+            ok = [b for b in (32, 64, 128, 256, 512) if self.num_prototypes % b == 0]
+            raise ValueError(
+                f"num_prototypes={self.num_prototypes} is not divisible by block_size={self.block_size}; "
+                f"choose K as a multiple of the block size (block sizes that divide K: {ok})"
+            )
+        if self.mixed_precision not in ("bf16", "fp16", "no"):
+            raise ValueError(f"mixed_precision must be bf16, fp16 or no, got {self.mixed_precision!r}")
+
+    def proto_config(self) -> ProtoConfig:
+        """The model's ProtoConfig for this run."""
+        return ProtoConfig(
+            architecture=self.backbone,
+            method=self.method,
+            num_prototypes=self.num_prototypes,
+            embed_dim=self.embed_dim,
+            hidden_dim=self.hidden_dim,
+            head_layers=self.head_layers,
+            temperature=self.student_temp if self.method.startswith("dino") else 1.0,
+            img_size=self.img_size,
+            in_chans=self.in_chans,
+            mean=tuple(self.mean or ()),
+            std=tuple(self.std or ()),
+            crop_pct=self.crop_pct,
+            gmm_eta=self.gmm_eta,
+            gmm_var_floor=self.gmm_var_floor,
+            gmm_init=self.gmm_init,
+            backbone_kwargs=self.backbone_kwargs,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field."""
+        return dataclasses.asdict(self)
+
+
+def _coerce(name: str, text: str, annotation: Any) -> Any:
+    """Parse an override's text into the field's type (YAML syntax: 1e-3, true, [a, b], null)."""
+    value = yaml.safe_load(text)
+    hints = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if value is None and type(None) in hints:
+        return None
+    for hint in hints:
+        origin = typing.get_origin(hint) or hint
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin in (int, bool, str, list, dict) and type(value) is origin:
+            return value
+        if origin is str:
+            return str(text)
+    raise ValueError(f"Override {name}={text!r}: expected {annotation}, got {type(value).__name__}")
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a YAML recipe and apply ``key=value`` overrides (``key.sub=value`` for dict fields).
+
+    Raises:
+        FileNotFoundError: when the recipe does not exist.
+        ValueError: for unknown keys (with the closest valid names), malformed overrides or bad values.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Recipe {str(path)!r} not found; recipes live in train/configs/")
+        values = yaml.safe_load(path.read_text()) or {}
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    hints = typing.get_type_hints(TrainConfig)
+    for key in values:
+        _check_key(key, fields)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"Override {item!r} is not key=value (e.g. max_steps=100)")
+        top, _, sub = key.partition(".")
+        _check_key(top, fields)
+        if sub:
+            if typing.get_origin(hints[top]) is not dict:
+                raise ValueError(f"Override {item!r}: {top} is not a dict field, drop the '.{sub}'")
+            values[top] = {**values.get(top, {}), sub: yaml.safe_load(text)}
+        else:
+            values[top] = _coerce(top, text, hints[top])
+    return TrainConfig(**values)
+
+
+def _check_key(key: str, fields: dict[str, Any]) -> None:
+    if key not in fields:
+        close = difflib.get_close_matches(key, fields, n=3)
+        raise ValueError(f"Unknown recipe key {key!r}" + (f"; did you mean {close}?" if close else ""))

@@ -1,0 +1,432 @@
+"""The training loop: decoupled-prototype and joint prototypical SSL on Accelerate.
+
+One iteration (method.md §2): the EMA teacher embeds the two global crops; for decoupled methods
+the online GMM takes one EM step on those (detached) embeddings; the student then takes one
+optimiser step on the SSL loss with the prototypes held fixed; the teacher follows by EMA.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import shutil
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from protozoo.collapse import collapse_report, plot_unique_over_steps
+from protozoo.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_dataset
+from protozoo.eval import extract_features, knn_accuracy, knn_predict, linear_probe
+from protozoo.losses import CARPLoss, DINOLoss, KoLeoProtoLoss
+from protozoo.model import ProtoModel
+from protozoo.prototypes import OnlineGMM
+from protozoo.transforms import eval_transform, multicrop_preset
+from train.config import TrainConfig
+from train.lars import LARS
+
+logger = logging.getLogger(__name__)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class SeededViews(Dataset):
+    """Draws each sample's augmentations from a seed of (seed, epoch, index).
+
+    The views of a sample then do not depend on which process or worker loads it, so a run on
+    two processes sees exactly the views of a run on one, and a resumed run those it would have
+    seen without the interruption.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+            return self.dataset[index]
+
+
+def cosine(
+    step: int, total: int, start: float, end: float, warmup: int = 0, warmup_from: float = 0.0
+) -> float:
+    """Linear warm-up from ``warmup_from`` to ``start`` over ``warmup`` steps, then cosine to ``end``."""
+    if step < warmup:
+        return warmup_from + (start - warmup_from) * step / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * t))
+
+
+class Trainer:
+    """Builds everything a run needs from a TrainConfig and runs it; ``Trainer(cfg).fit()``."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        if cfg.mean is None:
+            fmnist = cfg.dataset == "fashion_mnist"
+            cfg.mean = list(FASHION_MNIST_MEAN if fmnist else IMAGENET_MEAN[: cfg.in_chans])
+            cfg.std = list(FASHION_MNIST_STD if fmnist else IMAGENET_STD[: cfg.in_chans])
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.accelerator = Accelerator(
+            mixed_precision=cfg.mixed_precision, log_with=cfg.trackers or None, project_dir=str(self.out)
+        )
+        acc = self.accelerator
+        if cfg.batch_size % (acc.num_processes * cfg.grad_accum_steps):
+            raise ValueError(
+                f"batch_size={cfg.batch_size} must be divisible by processes x grad_accum_steps "
+                f"= {acc.num_processes} x {cfg.grad_accum_steps}"
+            )
+        self.micro_batch = cfg.batch_size // (acc.num_processes * cfg.grad_accum_steps)
+        set_seed(cfg.seed)
+        self._build_data()
+        self._build_model()
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+
+    # ====== data ======
+    def _build_data(self) -> None:
+        cfg = self.cfg
+        train_tf = multicrop_preset(
+            cfg.img_size, cfg.mean, cfg.std, cfg.in_chans, num_local=cfg.num_local_crops
+        )
+        eval_tf = eval_transform(cfg.img_size, cfg.mean, cfg.std, cfg.in_chans, cfg.crop_pct)
+        common = dict(root=cfg.data_root, long_tail=cfg.long_tail, seed=cfg.seed)
+        self.train_set = SeededViews(
+            build_dataset(cfg.dataset, "train", transform=train_tf, **common), cfg.seed
+        )
+        bank: Dataset = build_dataset(cfg.dataset, "train", transform=eval_tf, **common)
+        n_bank = min(cfg.eval_bank_size, len(bank))  # type: ignore[arg-type]
+        pick = torch.randperm(len(bank), generator=torch.Generator().manual_seed(cfg.seed))[:n_bank]  # type: ignore[arg-type]
+        self.bank_loader = self._eval_loader(Subset(bank, pick.tolist()))
+        self.val_loader = self._eval_loader(
+            build_dataset(cfg.dataset, "val", transform=eval_tf, root=cfg.data_root)
+        )
+        self.steps_per_epoch = len(self.train_set) // cfg.batch_size  # type: ignore[arg-type]
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"batch_size={cfg.batch_size} is larger than the training set ({len(self.train_set)})"
+            )  # type: ignore[arg-type]
+        self.total_steps = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * self.steps_per_epoch
+        self.eval_tf = eval_tf
+
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=512, num_workers=self.cfg.num_workers)
+
+    def _micro_batches(self, epoch: int, start_step: int) -> list[list[int]]:
+        """This process's micro-batches of one epoch from ``start_step`` on; order set by (seed, epoch)."""
+        cfg, acc = self.cfg, self.accelerator
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        perm = torch.randperm(len(self.train_set), generator=g).tolist()  # type: ignore[arg-type]
+        batches = []
+        for step in range(start_step, self.steps_per_epoch):
+            chunk = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            for a in range(cfg.grad_accum_steps):  # micro-batch a of process r
+                i = (a * acc.num_processes + acc.process_index) * self.micro_batch
+                batches.append(chunk[i : i + self.micro_batch])
+        return batches
+
+    # ====== model, teacher, losses, optimiser ======
+    def _build_model(self) -> None:
+        cfg, acc = self.cfg, self.accelerator
+        student = ProtoModel(cfg.proto_config())
+        teacher = copy.deepcopy(student)
+        if cfg.method.endswith("_dec"):
+            teacher.prototype_source = student.prototype_source  # one shared GMM
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        if cfg.channels_last:
+            student, teacher = (
+                student.to(memory_format=torch.channels_last),
+                teacher.to(memory_format=torch.channels_last),
+            )
+        K = cfg.num_prototypes
+        if cfg.method.startswith("carp"):
+            self.criterion: nn.Module = CARPLoss(K, block_size=cfg.block_size)
+        else:
+            self.criterion = DINOLoss(K, student_temp=cfg.student_temp, center_momentum=cfg.center_momentum)
+        self.koleo = KoLeoProtoLoss() if cfg.method == "carp_kp" else None
+        decay = [p for n, p in student.named_parameters() if p.ndim > 1]
+        no_decay = [p for n, p in student.named_parameters() if p.ndim <= 1]
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if cfg.optimizer == "adamw":
+            opt: torch.optim.Optimizer = torch.optim.AdamW(groups)
+        elif cfg.optimizer == "sgd":
+            opt = torch.optim.SGD(groups, lr=0.0, momentum=cfg.momentum)
+        else:
+            opt = LARS(groups, momentum=cfg.momentum)
+        self.student, self.optimizer = acc.prepare(student, opt)
+        self.teacher = teacher.to(acc.device)
+        self.criterion.to(acc.device)
+
+    @property
+    def model(self) -> ProtoModel:
+        """The student without its distributed wrapper."""
+        return self.accelerator.unwrap_model(self.student)
+
+    # ====== one iteration ======
+    def train_step(self, micro_batches: list[list[Tensor]]) -> dict[str, float]:
+        cfg, acc, s = self.cfg, self.accelerator, self.step
+        T = self.total_steps
+        lr = cosine(s, T, cfg.lr * cfg.batch_size / 256, cfg.min_lr, warmup=cfg.warmup_steps)
+        wd = cosine(s, T, cfg.weight_decay, cfg.weight_decay_end)
+        for i, group in enumerate(self.optimizer.param_groups):
+            group["lr"] = lr
+            group["weight_decay"] = wd if i == 0 else 0.0
+        beta = min(1.0, cfg.gmm_beta0 + (1 - cfg.gmm_beta0) * s / max(1, cfg.gmm_anneal_frac * T))
+        teacher_temp = cosine(
+            s, T, cfg.teacher_temp, cfg.teacher_temp, cfg.teacher_temp_warmup_steps, cfg.teacher_temp_start
+        )
+        logs: dict[str, float] = {}
+        for a, views in enumerate(micro_batches):
+            views = [v.to(acc.device, non_blocking=True) for v in views]
+            if cfg.channels_last:
+                views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+            last = a == len(micro_batches) - 1
+            with acc.no_sync(self.student) if not last else nullcontext(), acc.autocast():
+                with torch.no_grad():
+                    t = self.teacher(views[:2])
+                    if isinstance(self.model.prototype_source, OnlineGMM):  # the prototype step
+                        self.model.prototype_source.update(
+                            F.normalize(t.projection.float(), dim=-1), beta=beta
+                        )
+                    t_scores = self.teacher.prototype_logits(t.projection).chunk(2)  # 2 x (B, K)
+                out = self.student(views)  # prototypes now fixed for this step
+                student_scores = list(out.scores.chunk(len(views)))  # V x (B, K)
+                if cfg.method.startswith("carp"):
+                    terms = self.criterion(student=student_scores, teacher=list(t_scores))
+                else:
+                    terms = self.criterion(
+                        student=student_scores, teacher=list(t_scores), teacher_temp=teacher_temp
+                    )
+                loss = terms["loss"]
+                if self.koleo is not None:
+                    terms["koleo"] = self.koleo(self.model.prototypes)["loss"]
+                    loss = loss + cfg.kp_weight * terms["koleo"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at step {s}; lower lr or raise warmup_steps")
+            acc.backward(loss / len(micro_batches))
+            for k, v in terms.items():
+                logs[k] = logs.get(k, 0.0) + v.item() / len(micro_batches)
+        if cfg.clip_grad:
+            acc.clip_grad_norm_(self.student.parameters(), cfg.clip_grad)
+        if s < cfg.freeze_last_layer_steps and not cfg.method.endswith("_dec"):
+            self.model.prototype_source.weight.grad = None  # DINO: keep the last layer fixed early
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        m = cosine(s, T, cfg.teacher_momentum, 1.0)
+        with torch.no_grad():  # teacher = EMA of the student
+            s_params = [p for p in self.model.parameters()]
+            t_params = [p for p in self.teacher.parameters()]
+            torch._foreach_lerp_(t_params, s_params, 1.0 - m)
+        self.step += 1
+        return {**logs, "lr": lr, "teacher_momentum": m, "beta": beta if cfg.method.endswith("_dec") else 1.0}
+
+    # ====== evaluation ======
+    @torch.no_grad()
+    def evaluate(self, final: bool = False) -> dict[str, Any]:
+        """k-NN top-1 of the teacher's features and the collapse report of the prototypes.
+
+        During training: a memory bank of ``eval_bank_size`` training images and the held-out
+        "val" split. At the end (``final``): the whole training set against the "test" split.
+        """
+        cfg, device = self.cfg, self.accelerator.device
+        model = self.teacher
+        if final:
+            bank_loader = self._eval_loader(
+                build_dataset(cfg.dataset, "trainval", transform=self.eval_tf, root=cfg.data_root)
+            )
+            query_loader = self._eval_loader(
+                build_dataset(cfg.dataset, "test", transform=self.eval_tf, root=cfg.data_root)
+            )
+        else:
+            bank_loader, query_loader = self.bank_loader, self.val_loader
+        with self.accelerator.autocast():
+            bank_f, bank_y = extract_features(model, bank_loader, device=device)
+            query_f, query_y = extract_features(model, query_loader, device=device)
+            assign, _ = extract_features(model, query_loader, field="assignments", device=device)
+        report = collapse_report(model.prototypes.float().cpu(), assignments=assign.float().argmax(1))
+        result: dict[str, Any] = {
+            "step": self.step,
+            "knn_top1": knn_accuracy(bank_f, bank_y, query_f, query_y),
+            "unique": report.unique,
+            "perplexity": report.perplexity,
+            "dead": report.dead,
+            "nn_cosine_mean": report.nn_cosine_mean,
+        }
+        if final:
+            result["split"] = "test"
+            result["knn_preds"] = knn_predict(bank_f, bank_y, query_f).tolist()
+            result["labels"] = query_y.tolist()
+            if cfg.linear_probe:
+                result["linear_top1"] = linear_probe(bank_f, bank_y, query_f, query_y)
+        return result
+
+    # ====== checkpoints ======
+    def save_checkpoint(self) -> None:
+        """Everything needed to resume, written to a temporary folder and renamed."""
+        acc = self.accelerator
+        final = self.out / "checkpoints" / f"step_{self.step:07d}"
+        tmp = final.with_name(final.name + ".tmp")
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp), safe_serialization=True)
+        if acc.is_main_process:
+            teacher = {k: v.contiguous() for k, v in self.teacher.state_dict().items()}
+            save_file(teacher, tmp / "teacher.safetensors")
+            save_file(
+                {k: v.contiguous() for k, v in self.criterion.state_dict().items()} or {"_": torch.zeros(1)},
+                tmp / "loss.safetensors",
+            )
+            (tmp / "trainer.json").write_text(json.dumps({"step": self.step}))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            old = sorted((self.out / "checkpoints").glob("step_???????"))[: -self.cfg.keep_checkpoints]
+            for folder in old:
+                shutil.rmtree(folder)
+        acc.wait_for_everyone()
+
+    def load_checkpoint(self) -> bool:
+        """Restore the latest complete checkpoint of output_dir; False when there is none."""
+        found = sorted((self.out / "checkpoints").glob("step_???????"))
+        if not found:
+            return False
+        folder = found[-1]
+        self.accelerator.load_state(str(folder))
+        self.teacher.load_state_dict(
+            load_file(folder / "teacher.safetensors", device=str(self.accelerator.device))
+        )
+        loss_state = load_file(folder / "loss.safetensors", device=str(self.accelerator.device))
+        if "_" not in loss_state:
+            self.criterion.load_state_dict(loss_state)
+        self.step = json.loads((folder / "trainer.json").read_text())["step"]
+        logger.info("resumed from %s at step %d", folder, self.step)
+        return True
+
+    # ====== logging ======
+    def log(self, record: dict[str, Any]) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+        flat = {k: v for k, v in record.items() if isinstance(v, (int, float))}
+        flat.update({f"unique/{e}": v for e, v in record.get("unique", {}).items()})
+        if self.cfg.trackers:
+            self.accelerator.log(flat, step=record["step"])
+
+    def _restore_history(self) -> None:
+        """Keep metrics.jsonl lines up to the resumed step, so a resumed run appends from there."""
+        path = self.out / "metrics.jsonl"
+        if not path.exists():
+            return
+        lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        keep = [r for r in lines if r["step"] <= self.step and not r.get("final")]
+        if self.accelerator.is_main_process:
+            path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        self.history = [r for r in keep if "unique" in r]
+
+    def _record_eval(self, result: dict[str, Any]) -> None:
+        self.history.append(result)
+        self.log(result)
+        if self.accelerator.is_main_process:
+            steps = [r["step"] for r in self.history]
+            plot_unique_over_steps(
+                {self.cfg.method: (steps, [r["unique"] for r in self.history])}, self.out / "collapse.png"
+            )
+
+    # ====== the run ======
+    def fit(self) -> dict[str, Any]:
+        """Train to ``total_steps`` (resuming when asked), evaluate, and write the model folder."""
+        cfg, acc = self.cfg, self.accelerator
+        if acc.is_main_process:
+            if self.out.exists() and not cfg.resume and any(self.out.glob("checkpoints/step_*")):
+                raise FileExistsError(f"{self.out} already holds a run; pass resume=true or a new output_dir")
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        acc.wait_for_everyone()
+        if cfg.trackers:
+            acc.init_trackers(
+                "protozoo", config={k: v for k, v in cfg.to_dict().items() if not isinstance(v, (dict, list))}
+            )
+        if not (cfg.resume and self.load_checkpoint()):
+            self._restore_history()
+            self._record_eval(self.evaluate())  # step 0: collapse starts early, so measure from the start
+        else:
+            self._restore_history()
+        bar = tqdm(
+            total=self.total_steps, initial=self.step, disable=not acc.is_main_process, desc=cfg.method
+        )
+        while self.step < self.total_steps:
+            epoch, start = divmod(self.step, self.steps_per_epoch)
+            self.train_set.epoch = epoch
+            loader = DataLoader(
+                self.train_set, batch_sampler=self._micro_batches(epoch, start), num_workers=cfg.num_workers
+            )
+            micro: list[list[Tensor]] = []
+            for views, _ in loader:
+                micro.append(views)
+                if len(micro) < cfg.grad_accum_steps:
+                    continue
+                logs = self.train_step(micro)
+                micro = []
+                bar.update(1)
+                bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{logs['lr']:.2e}")
+                if self.step % cfg.log_every == 0:
+                    self.log({"step": self.step, "epoch": self.step / self.steps_per_epoch, **logs})
+                epoch_end = self.step % self.steps_per_epoch == 0
+                if self.step % cfg.eval_every == 0 or epoch_end or self.step == self.total_steps:
+                    if acc.is_main_process:
+                        self._record_eval(self.evaluate())
+                        r = self.history[-1]
+                        bar.write(f"step {self.step}: knn {r['knn_top1']:.4f} unique {r['unique']}")
+                    acc.wait_for_everyone()
+                if self.step % cfg.save_every == 0 or self.step == self.total_steps:
+                    self.save_checkpoint()
+                if self.step >= self.total_steps:
+                    break
+        bar.close()
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Final evaluation on the test split and the Hub-layout model folder under output_dir/model."""
+        from protozoo.hub import save_pretrained
+
+        cfg, acc = self.cfg, self.accelerator
+        results: dict[str, Any] = {}
+        if acc.is_main_process:
+            last = self.history[-1] if self.history else {}
+            if cfg.final_eval:
+                final = self.evaluate(final=True)
+                self.log(
+                    {k: v for k, v in final.items() if k not in ("knn_preds", "labels")} | {"final": True}
+                )
+                last = final
+            results = {
+                "dataset": cfg.dataset,
+                "eval_split": "test" if cfg.final_eval else "val",
+                "knn_top1": last.get("knn_top1"),
+                "linear_top1": last.get("linear_top1"),
+                "unique": last.get("unique"),
+                "perplexity": last.get("perplexity"),
+                "steps": self.step,
+            }
+            save_pretrained(self.teacher, self.out / "model", results=results, recipe=cfg.to_dict())
+            if "knn_preds" in last:
+                (self.out / "predictions.json").write_text(
+                    json.dumps({"preds": last["knn_preds"], "labels": last["labels"]})
+                )
+        acc.wait_for_everyone()
+        acc.end_training()
+        return results
