@@ -1,0 +1,228 @@
+"""Model cards: the hub_cards/ template, per-model prose and the run's own numbers -> README.md.
+
+The card is a pure function of a checkpoint's ``config.json`` (its ``protozoo`` block holds the
+config, the training recipe and the results the run measured), the prose in
+``hub_cards/<name>.yaml`` (or ``hub_cards/default.yaml``) and where the model can be loaded from.
+No number is ever typed into a card by hand: the model-index, the results table and the collapse
+table all come from ``protozoo.results``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+CARDS_DIR = Path(__file__).resolve().parent.parent / "hub_cards"  # the repository's hub_cards/
+TEMPLATE = "model_card.md"
+EPS_KEYS = ("0.025", "0.1", "0.25", "0.5")  # the paper's thresholds, as keyed in metrics.jsonl
+# Dataset names of protozoo.data -> (Hub dataset id, display name), for the card's datasets metadata.
+HUB_DATASETS = {
+    "fashion_mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST"),
+    "cifar10": ("uoft-cs/cifar10", "CIFAR-10"),
+    "cifar100": ("uoft-cs/cifar100", "CIFAR-100"),
+}
+_PROSE_FIELDS = {"description": str, "intended_use": str, "limitations": list}
+_LOCAL_RECIPE_KEYS = {"output_dir", "data_root", "resume"}  # machine-local settings, not part of the recipe
+
+
+def load_prose(name: str, cards_dir: Path = CARDS_DIR) -> dict[str, Any]:
+    """The card prose of model ``name``: ``<cards_dir>/<name>.yaml``, else ``default.yaml``.
+
+    Args:
+        name: the model's name (a zoo name or the Hub repo's name part).
+        cards_dir: the folder holding the template and the prose files.
+
+    Returns:
+        ``{"description": str, "intended_use": str, "limitations": list[str]}``.
+
+    Raises:
+        FileNotFoundError: when neither file exists.
+        ValueError: when the file misses a field, has an unknown one, or a field has the wrong type.
+    """
+    path = cards_dir / f"{name}.yaml"
+    if not path.is_file():
+        path = cards_dir / "default.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No model-card prose for {name!r}: neither {cards_dir / (name + '.yaml')} nor {path} exists; "
+            "protozoo needs its hub_cards/ folder (run from a checkout or an editable install)"
+        )
+    prose = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(prose, dict) or set(prose) != set(_PROSE_FIELDS):
+        keys = sorted(prose) if isinstance(prose, dict) else type(prose).__name__
+        raise ValueError(f"{path} must hold exactly the fields {sorted(_PROSE_FIELDS)}, got {keys}")
+    for field, kind in _PROSE_FIELDS.items():
+        if not isinstance(prose[field], kind):
+            raise ValueError(
+                f"{path}: {field!r} must be a {kind.__name__}, got {type(prose[field]).__name__}"
+            )
+    return prose
+
+
+def eval_results(results: dict[str, Any], dataset: str | None) -> list[EvalResult]:
+    """The model-index entries of a run's results: only the numbers the run actually recorded.
+
+    Args:
+        results: ``protozoo.results`` of a config.json: ``knn_top1`` and ``linear_top1`` as fractions
+            in [0, 1], ``unique`` a map from eps string to unique fraction, ``eval_split``.
+        dataset: the dataset name (protozoo.data form, e.g. "fashion_mnist"); None gives no entries,
+            since every model-index entry needs its dataset.
+
+    Returns:
+        k-NN and linear-probe top-1 (in percent) and the unique fraction at each eps present.
+    """
+    if dataset is None:
+        return []
+    dataset_id, display, _ = dataset_names(dataset)
+    split = results.get("eval_split")
+    entries = []
+    for key, label in (("knn_top1", "k-NN top-1"), ("linear_top1", "linear-probe top-1")):
+        if results.get(key) is not None:
+            entries.append(
+                EvalResult(
+                    task_type="image-classification",
+                    task_name="Image classification (frozen features)",
+                    dataset_type=dataset_id,
+                    dataset_name=display,
+                    dataset_split=split,
+                    metric_type="accuracy",
+                    metric_name=label,
+                    metric_value=round(100 * float(results[key]), 2),
+                )
+            )
+    unique = results.get("unique") or {}
+    for eps in EPS_KEYS:
+        if unique.get(eps) is not None:
+            entries.append(
+                EvalResult(
+                    task_type="image-feature-extraction",
+                    task_name="Prototype collapse",
+                    dataset_type=dataset_id,
+                    dataset_name=display,
+                    metric_type="unique_prototypes",
+                    metric_name=f"unique prototypes (eps={eps})",
+                    metric_config=f"eps={eps}",
+                    metric_value=round(float(unique[eps]), 4),
+                )
+            )
+    return entries
+
+
+def dataset_names(dataset: str) -> tuple[str, str, bool]:
+    """(dataset type, display name, whether the type is a Hub dataset id) of a protozoo.data name.
+
+    Known datasets and "hf:<id>" map to their Hub ids; "imagefolder:<path>" maps to "imagefolder"
+    (a local path says nothing to the card's readers), anything else to itself.
+    """
+    if dataset in HUB_DATASETS:
+        return (*HUB_DATASETS[dataset], True)
+    if dataset.startswith("hf:"):
+        return dataset[3:], dataset[3:], True
+    name = dataset.split(":")[0]
+    return name, name, False
+
+
+def render_card(
+    config: dict[str, Any],
+    *,
+    name: str,
+    load_name: str,
+    hub_id: str | None = None,
+    cards_dir: Path = CARDS_DIR,
+) -> ModelCard:
+    """Render the model card of a checkpoint from its config.json.
+
+    Args:
+        config: the checkpoint's config.json as a dict (timm layout plus the ``protozoo`` block).
+        name: the model's name: the card title, and the prose file ``hub_cards/<name>.yaml`` if any.
+        load_name: what to pass to :func:`protozoo.load` in the usage lines (zoo name, Hub id or folder).
+        hub_id: the Hub repo ("org/name") for the timm line; None shows timm's ``local-dir:`` form.
+        cards_dir: the folder with the template and the prose files.
+
+    Returns:
+        A :class:`huggingface_hub.ModelCard` (``str(card)`` is README.md; ``card.data`` the metadata).
+
+    Raises:
+        FileNotFoundError: when the template or the prose is missing.
+        ValueError: when the prose file is malformed (see :func:`load_prose`).
+    """
+    from protozoo import __version__
+
+    template = cards_dir / TEMPLATE
+    if not template.is_file():
+        raise FileNotFoundError(
+            f"Model-card template {template} not found; protozoo needs its hub_cards/ folder "
+            "(run from a checkout or an editable install)"
+        )
+    block = config["protozoo"]
+    proto, recipe, results = block["config"], block.get("recipe") or {}, block.get("results") or {}
+    dataset = results.get("dataset") or recipe.get("dataset")
+    dataset_id, display, on_hub = dataset_names(dataset) if dataset else (None, None, False)
+    entries = eval_results(results, dataset)
+    card_data = ModelCardData(
+        library_name="protozoo",
+        license="apache-2.0",
+        pipeline_tag="image-feature-extraction",
+        tags=["self-supervised", "prototypes", proto["method"], "timm", "image-feature-extraction"],
+        datasets=[dataset_id] if on_hub and dataset_id else None,
+        model_name=name if entries else None,
+        eval_results=entries or None,
+    )
+    in_chans, height, width = config["pretrained_cfg"]["input_size"]
+    details = [
+        ("architecture", f"`{config['architecture']}` (timm), {config['num_features']}-d pooled features"),
+        (
+            "method",
+            f"`{proto['method']}`"
+            + (" (prototypes fitted by an online GMM)" if proto["method"].endswith("_dec") else ""),
+        ),
+        ("prototypes", f"K = {proto['num_prototypes']} in D = {proto['embed_dim']}"),
+        ("input", f"{in_chans} x {height} x {width}, mean {list(proto['mean'])}, std {list(proto['std'])}"),
+        ("weights", f"safetensors, stored as {block.get('dtype', 'float32')}"),
+        ("training data", display or "not recorded"),
+    ]
+    unique = results.get("unique") or {}
+    result_rows = [
+        (label, f"{100 * results[key]:.2f}%")
+        for key, label in (("knn_top1", "k-NN top-1"), ("linear_top1", "linear-probe top-1"))
+        if results.get(key) is not None
+    ]
+    if results.get("perplexity") is not None:
+        result_rows.append(("usage perplexity / K", f"{results['perplexity']:.3f}"))
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template),
+        name=name,
+        load_name=load_name,
+        timm_name=f"hf-hub:{hub_id}" if hub_id else f"local-dir:{load_name}",
+        details=details,
+        recipe_rows=_recipe_rows(recipe),
+        result_rows=result_rows,
+        unique_rows=[(eps, f"{unique[eps]:.3f}") for eps in EPS_KEYS if unique.get(eps) is not None],
+        dataset_display=display,
+        eval_split=results.get("eval_split"),
+        in_chans=in_chans,
+        img_size=height,
+        num_features=config["num_features"],
+        embed_dim=proto["embed_dim"],
+        num_prototypes=proto["num_prototypes"],
+        protozoo_version=__version__,
+        **load_prose(name, cards_dir),
+    )
+
+
+def _recipe_rows(recipe: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Flatten the recipe into (dotted key, value) rows for a Markdown table."""
+    rows = []
+    for key, value in recipe.items():
+        if not prefix and key in _LOCAL_RECIPE_KEYS:
+            continue
+        if isinstance(value, dict) and value:
+            rows += _recipe_rows(value, f"{prefix}{key}.")
+        else:
+            text = ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+            rows.append((f"{prefix}{key}", text.replace("|", "\\|") if value is not None else "-"))
+    return rows

@@ -1,0 +1,631 @@
+"""Save, load and publish protozoo checkpoints: one Hub-layout folder is one Hub repo.
+
+The layout (architecture.md, "Checkpoint format"):
+
+- ``model.safetensors``: the backbone's state dict alone, under timm's key names, so that
+  ``timm.create_model("local-dir:<folder>")`` or ``("hf-hub:org/name", pretrained=True)`` loads it
+  strictly (after ``import protozoo`` registers the small-image architectures).
+- ``head.safetensors``: the rest of the ProtoModel under its own key names: ``head.*`` (projection),
+  ``prototype_source.*`` (the online GMM's log π, μ, σ² and sufficient statistics A, S1, S2, or the
+  learnable weight) and, for a fine-tuned model, ``classifier.*``.
+- ``config.json``: timm's layout, written by timm's own ``save_config_for_hf`` (architecture,
+  num_features, model_args, pretrained_cfg with input_size, mean, std, interpolation, crop_pct,
+  license), plus a ``protozoo`` block: format_version, config (ProtoConfig), num_classes, dtype,
+  recipe and results.
+- ``README.md``: the model card (:mod:`protozoo.card`). ``model.onnx`` and ``preprocessor.json``
+  (``protozoo export``) are published with the rest when present.
+
+No pickle anywhere, and loading is strict: every key and shape must match.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from timm.models._hub import save_config_for_hf
+from torch import Tensor, nn
+
+from protozoo import __version__, registry
+from protozoo.card import render_card
+from protozoo.config import ProtoConfig
+from protozoo.model import ProtoModel
+from protozoo.registry import format_zoo_table, list_models
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitInfo
+
+__all__ = [
+    "format_zoo_table",
+    "list_models",
+    "load",
+    "load_prototypes",
+    "publish",
+    "push_to_hub",
+    "resolve_folder",
+    "save_pretrained",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # bump when the layout changes; load refuses versions it does not know
+CHECKPOINT_FILES = ("model.safetensors", "head.safetensors", "config.json", "README.md")
+# written by protozoo export (the .data file only for graphs past 2 GB), published when present
+OPTIONAL_FILES = ("model.onnx", "model.onnx.data", "preprocessor.json")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_KEEP_FP32 = ("prototype_source.",)  # GMM statistics are sums over the whole run: never round them
+_DOWNLOAD = ["config.json", "model.safetensors", "head.safetensors"]
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def save_pretrained(
+    model: ProtoModel,
+    save_directory: str | Path,
+    *,
+    results: dict[str, Any] | None = None,
+    recipe: dict[str, Any] | None = None,
+    dtype: str = "float32",
+    name: str | None = None,
+) -> Path:
+    """Write ``model`` as a Hub-layout folder: weights, config.json and the model card.
+
+    The folder is built in a temporary folder beside the target and renamed into place, so a
+    reader never sees half a checkpoint; an existing checkpoint folder is replaced as a whole
+    (including a stale model.onnx).
+
+    Args:
+        model: the model to save.
+        save_directory: the target folder; created, or replaced when it holds a checkpoint.
+        results: the run's metrics for config.json and the card: ``dataset``, ``eval_split``,
+            ``knn_top1`` / ``linear_top1`` (fractions), ``unique`` (eps string -> fraction),
+            ``perplexity``. Only the numbers present appear in the card.
+        recipe: the resolved training config, shown as the card's recipe table.
+        dtype: storage dtype of the backbone and head weights: "float32", "bfloat16" (half the
+            size; what the zoo ships) or "float16". The GMM state always stays fp32; load casts
+            everything back to fp32.
+        name: the model's name for the card (title and ``hub_cards/<name>.yaml`` prose); default
+            the folder's name. A zoo name makes the card's usage lines use the zoo name.
+
+    Returns:
+        The folder written.
+
+    Raises:
+        TypeError: when ``model`` is not a ProtoModel, or results / recipe are not JSON-serialisable.
+        ValueError: for an unknown dtype, or a target that is a file or holds other files.
+    """
+    if not isinstance(model, ProtoModel):
+        raise TypeError(f"save_pretrained expects a protozoo ProtoModel, got {type(model).__name__}")
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}; valid storage dtypes are {', '.join(DTYPES)}")
+    folder = Path(save_directory).expanduser().resolve()
+    _check_replaceable(folder)
+    block = {
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "num_classes": model.num_classes,
+        "dtype": dtype,
+        "recipe": recipe,
+        "results": results,
+    }
+    try:
+        json.dumps(block)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"results and recipe must be JSON-serialisable dicts ({e}); convert paths to str"
+        ) from e
+    name = name or folder.name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        _write_checkpoint(model, tmp, block, DTYPES[dtype])
+        zoo = registry.ZOO.get(name)
+        card = render_card(
+            json.loads((tmp / "config.json").read_text()),
+            name=name,
+            load_name=name if zoo else str(save_directory),
+            hub_id=zoo.hub_id if zoo else None,
+        )
+        card.save(tmp / "README.md")
+        _swap_in(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("saved %s (%s weights) to %s", model.config.architecture, dtype, folder)
+    return folder
+
+
+def load(
+    name_or_path: str | Path,
+    revision: str | None = None,
+    num_classes: int | None = None,
+    local_files_only: bool = False,
+    device: str | torch.device | None = None,
+    *,
+    token: str | bool | None = None,
+) -> ProtoModel:
+    """Load a pretrained ProtoModel from a zoo name, a Hub id or a local folder, in eval mode.
+
+    A zoo name (:func:`list_models`) loads the copy shipped in the package when there is one,
+    else its Hub repo; "org/name" goes through huggingface_hub (its cache, revision pinning,
+    HF_HUB_OFFLINE); an existing folder loads directly. Loading is strict.
+
+    Args:
+        name_or_path: zoo name, Hub id "org/name" or a Hub-layout folder.
+        revision: Hub branch, tag or commit to pin (Hub ids and zoo names only).
+        num_classes: when given, replace any saved classifier with a fresh
+            ``nn.Linear(num_features, num_classes)`` on the pooled features (0 removes it);
+            None keeps the checkpoint's.
+        local_files_only: use the Hugging Face cache only, never the network.
+        device: where to move the model (default: CPU).
+        token: Hub token for private repos (default: the logged-in one).
+
+    Returns:
+        The model in eval mode, fp32.
+
+    Raises:
+        ValueError: unknown name (with close zoo names), bad num_classes, an unknown checkpoint format,
+            missing / unexpected keys, wrong shapes, or a corrupt or truncated file (each named).
+        FileNotFoundError: a missing folder or file, or weights neither shipped, cached nor downloadable.
+    """
+    if num_classes is not None and (type(num_classes) is not int or num_classes < 0):
+        raise ValueError(
+            f"num_classes must be an int >= 0 (or None to keep the checkpoint's), got {num_classes!r}"
+        )
+    model = _load_folder(resolve_folder(name_or_path, revision, local_files_only, token=token))
+    if num_classes is not None:
+        model.classifier = nn.Linear(model.num_features, num_classes) if num_classes > 0 else None
+        model.num_classes = num_classes
+    if device is not None:
+        model.to(device)
+    return model.eval()
+
+
+def resolve_folder(
+    name_or_path: str | Path,
+    revision: str | None = None,
+    local_files_only: bool = False,
+    *,
+    token: str | bool | None = None,
+) -> Path:
+    """The local Hub-layout folder behind a zoo name, Hub id or path, downloading it if needed.
+
+    Args:
+        name_or_path: zoo name, Hub id "org/name" or a local folder.
+        revision: Hub branch, tag or commit (not for local folders).
+        local_files_only: use the Hugging Face cache only.
+        token: Hub token for private repos.
+
+    Returns:
+        A folder holding config.json, model.safetensors and head.safetensors.
+
+    Raises:
+        TypeError: when name_or_path is not a str or path.
+        ValueError: an unknown name, a file instead of a folder, or a revision for a local folder.
+        FileNotFoundError: a missing folder, or weights that are neither shipped, cached nor downloadable.
+    """
+    if not isinstance(name_or_path, str | os.PathLike):
+        raise TypeError(f"Expected a zoo name, Hub id or folder path, got {type(name_or_path).__name__}")
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if revision is not None:
+            raise ValueError(f"revision={revision!r} applies to Hub ids, but {text!r} is a local folder")
+        return path
+    if path.exists():
+        raise ValueError(
+            f"{text!r} is a file; pass the folder that holds config.json and the .safetensors files"
+        )
+    entry = registry.ZOO.get(text)
+    if entry is not None:
+        shipped = registry.shipped_folder(text)
+        if shipped is not None and revision is None:
+            return shipped
+        return _download(entry.hub_id, revision, local_files_only, token, zoo_name=text)
+    if isinstance(name_or_path, str) and _REPO_ID.fullmatch(text):
+        return _download(text, revision, local_files_only, token)
+    if not isinstance(name_or_path, str) or text.startswith((".", "/", "~")) or text.count("/") > 1:
+        raise FileNotFoundError(f"No model folder at {text!r}")
+    close = registry.close_names(text)
+    raise ValueError(
+        f"Unknown model {text!r}: not a zoo name, a Hub id or an existing folder. "
+        + (f"Did you mean {' or '.join(map(repr, close))}? " if close else "")
+        + f"Pass a zoo name ({', '.join(list_models())}), a Hub id 'org/name' or a folder holding config.json"
+    )
+
+
+def push_to_hub(
+    model: ProtoModel,
+    repo_id: str,
+    *,
+    token: str | bool | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str = "Upload protozoo model",
+    results: dict[str, Any] | None = None,
+    recipe: dict[str, Any] | None = None,
+    dtype: str = "float32",
+) -> CommitInfo:
+    """Save ``model`` to a temporary folder and publish it to the Hub repo ``repo_id``.
+
+    Args:
+        model: the model to upload.
+        repo_id: "org/name"; created when missing.
+        token: Hub token with write access (default: the logged-in one).
+        private: create the repo private (an existing repo keeps its visibility).
+        revision: branch to commit to, created from main when missing (default main).
+        commit_message: the commit's summary.
+        results: run metrics for config.json and the card (see :func:`save_pretrained`).
+        recipe: the resolved training config (see :func:`save_pretrained`).
+        dtype: weight storage dtype (see :func:`save_pretrained`).
+
+    Returns:
+        The huggingface_hub CommitInfo of the upload.
+
+    Raises:
+        ValueError: a malformed repo id, or as :func:`save_pretrained`.
+    """
+    _check_repo_id(repo_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_pretrained(
+            model,
+            Path(tmp) / "model",
+            results=results,
+            recipe=recipe,
+            dtype=dtype,
+            name=repo_id.split("/")[1],
+        )
+        return _upload(folder, repo_id, token, private, revision, commit_message)
+
+
+def publish(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    token: str | bool | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    dry_run: bool = False,
+    commit_message: str = "Upload protozoo model",
+) -> list[str]:
+    """Upload a saved checkpoint folder to the Hub (``protozoo publish``).
+
+    The folder must load strictly first. The weights, config.json, and model.onnx and
+    preprocessor.json when present, go up as they are; README.md is rendered afresh from
+    config.json for ``repo_id``, so the card's name, prose and usage lines match the repo.
+
+    Args:
+        folder: a Hub-layout folder (save_pretrained output or a training run's ``model/``).
+        repo_id: "org/name"; created when missing.
+        token: Hub token with write access (default: the logged-in one).
+        private: create the repo private (an existing repo keeps its visibility).
+        revision: branch to commit to, created from main when missing (default main).
+        dry_run: only check the folder and list what would be uploaded.
+        commit_message: the commit's summary.
+
+    Returns:
+        The file names uploaded (or that would be, with dry_run).
+
+    Raises:
+        ValueError: a malformed repo id, or a folder that does not load (see :func:`load`).
+        FileNotFoundError: a missing folder or checkpoint file.
+    """
+    _check_repo_id(repo_id)
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"No model folder at {str(folder)!r}; pass a save_pretrained output folder")
+    _load_folder(folder)
+    files = _upload_files(folder)
+    if not dry_run:
+        _upload(folder, repo_id, token, private, revision, commit_message)
+    return files
+
+
+def load_prototypes(source: str | Path, key: str | None = None) -> Tensor:
+    """A (K, D) prototype matrix from a checkpoint or from a file holding a matrix.
+
+    Args:
+        source: a zoo name, Hub id or model folder (its unit-norm prototypes), or a ``.safetensors``,
+            ``.npy`` or ``.pt`` / ``.pth`` file (loaded without pickle) holding a 2-d matrix.
+        key: the tensor's name in a file that holds several (files only).
+
+    Returns:
+        (K, D) float tensor on the CPU.
+
+    Raises:
+        ValueError: an unknown suffix, a missing or needed key (the error lists the keys), a tensor
+            that is not 2-d, a key given for a model, or as :func:`load`.
+        FileNotFoundError: as :func:`load`.
+    """
+    path = Path(source).expanduser()
+    if not path.is_file():
+        if key is not None:
+            raise ValueError(f"key={key!r} selects a tensor inside a file, but {str(source)!r} is a model")
+        return load(source).prototypes.detach().cpu()
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        tensors: Any = _read_weights(path)
+    elif suffix == ".npy":
+        tensors = torch.from_numpy(np.load(path, allow_pickle=False))
+    elif suffix in (".pt", ".pth"):
+        try:
+            tensors = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... for unsafe or corrupt files
+            raise ValueError(f"{path} could not be read as a tensor file without pickle ({e})") from e
+    else:
+        raise ValueError(f"Unknown prototype file type {path.name!r}; use .safetensors, .npy, .pt or .pth")
+    if isinstance(tensors, dict):
+        if key is None and len(tensors) != 1:
+            raise ValueError(f"{path} holds several tensors {sorted(tensors)}; pass key= to choose one")
+        if key is not None and key not in tensors:
+            raise ValueError(f"{path} has no tensor {key!r}; its keys are {sorted(tensors)}")
+        tensors = tensors[key] if key is not None else next(iter(tensors.values()))
+    if not isinstance(tensors, Tensor) or tensors.ndim != 2:
+        shape = tuple(tensors.shape) if isinstance(tensors, Tensor) else type(tensors).__name__
+        raise ValueError(f"{path}: expected a (K, D) prototype matrix, got {shape}")
+    return tensors.float()
+
+
+def _check_replaceable(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{str(folder)!r} is a file; save_pretrained writes a folder")
+    if folder.is_dir():
+        foreign = sorted(p.name for p in folder.iterdir() if p.name not in CHECKPOINT_FILES + OPTIONAL_FILES)
+        if foreign:
+            raise ValueError(
+                f"{str(folder)!r} holds files that are not part of a checkpoint ({', '.join(foreign[:5])}); "
+                "saving replaces the whole folder, so pass a new or empty folder"
+            )
+
+
+def _write_checkpoint(model: ProtoModel, folder: Path, block: dict[str, Any], dtype: torch.dtype) -> None:
+    state = model.state_dict()
+    backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    rest = {k: v for k, v in state.items() if not k.startswith("backbone.")}
+    save_file(_storage(backbone, dtype), folder / "model.safetensors", metadata={"format": "pt"})
+    save_file(_storage(rest, dtype), folder / "head.safetensors", metadata={"format": "pt"})
+    c = model.config
+    save_config_for_hf(
+        model.backbone,
+        str(folder / "config.json"),
+        model_config={"pretrained_cfg": {"license": "apache-2.0"}, "protozoo": block},
+        data_config={
+            "input_size": (c.in_chans, c.img_size, c.img_size),
+            "mean": c.mean,
+            "std": c.std,
+            "interpolation": c.interpolation,
+            "crop_pct": c.crop_pct,
+        },
+    )
+
+
+def _storage(state: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
+    """Detached CPU copies, floating tensors cast to dtype (the GMM state excepted)."""
+    cast = {
+        k: v.to(dtype) if v.is_floating_point() and not k.startswith(_KEEP_FP32) else v
+        for k, v in state.items()
+    }
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in cast.items()}
+
+
+def _swap_in(tmp: Path, folder: Path) -> None:
+    """Rename the finished tmp folder to folder; an existing folder is moved aside first."""
+    if not folder.exists():
+        tmp.rename(folder)
+        return
+    old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
+    folder.rename(old)
+    try:
+        tmp.rename(folder)
+    except BaseException:
+        old.rename(folder)
+        raise
+    shutil.rmtree(old)
+
+
+def _download(
+    repo_id: str,
+    revision: str | None,
+    local_files_only: bool,
+    token: str | bool | None,
+    zoo_name: str | None = None,
+) -> Path:
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    what = f"zoo model {zoo_name!r} (Hub repo {repo_id!r})" if zoo_name else f"Hub repo {repo_id!r}"
+    try:
+        folder = snapshot_download(
+            repo_id,
+            revision=revision,
+            allow_patterns=_DOWNLOAD,
+            local_files_only=local_files_only,
+            token=token,
+            library_name="protozoo",
+            library_version=__version__,
+        )
+    except LocalEntryNotFoundError as e:
+        offline = local_files_only or constants.HF_HUB_OFFLINE
+        raise FileNotFoundError(
+            f"The weights of {what} are "
+            + (f"not shipped with this install ({registry.ZOO_DIR / zoo_name}) and " if zoo_name else "")
+            + f"not in the Hugging Face cache ({constants.HF_HUB_CACHE}), and "
+            + (
+                "downloading is off (HF_HUB_OFFLINE=1 or local_files_only=True)"
+                if offline
+                else "the Hub is unreachable"
+            )
+            + ". Load it once with network access to cache it, or pass a local folder"
+        ) from e
+    except RevisionNotFoundError as e:
+        raise ValueError(f"Revision {revision!r} not found in {what}; pass a branch, tag or commit") from e
+    except RepositoryNotFoundError as e:
+        local = "" if zoo_name else f", and there is no local folder {repo_id!r} either"
+        raise FileNotFoundError(
+            f"{what} not found on the Hub{local}; check the id, or pass token= (or `hf auth login`) "
+            "if the repo is private"
+        ) from e
+    return Path(folder)
+
+
+def _load_folder(folder: Path) -> ProtoModel:
+    config_path = folder / "config.json"
+    block = _read_config(config_path)["protozoo"]
+    num_classes = block.get("num_classes", 0)
+    try:
+        if type(num_classes) is not int or num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+        model = ProtoModel(ProtoConfig.from_dict(block["config"]), num_classes=num_classes)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{config_path}: invalid protozoo block ({e}); re-save the checkpoint") from e
+    backbone = _read_weights(folder / "model.safetensors")
+    head = _read_weights(folder / "head.safetensors")
+    expected = model.state_dict()
+    _check_weights(
+        {k.removeprefix("backbone."): v for k, v in expected.items() if k.startswith("backbone.")},
+        backbone,
+        folder / "model.safetensors",
+    )
+    _check_weights(
+        {k: v for k, v in expected.items() if not k.startswith("backbone.")},
+        head,
+        folder / "head.safetensors",
+    )
+    model.load_state_dict({**{f"backbone.{k}": v for k, v in backbone.items()}, **head}, strict=True)
+    return model
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(path.parent)!r} has no config.json, so it is not a protozoo model folder "
+            f"(expected {', '.join(CHECKPOINT_FILES)})"
+        )
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"{path} is not valid JSON ({e}): it is corrupt or truncated; re-download or re-save it"
+        ) from e
+    block = config.get("protozoo") if isinstance(config, dict) else None
+    if not isinstance(block, dict):
+        raise ValueError(
+            f"{path} has no 'protozoo' block, so it is not a protozoo checkpoint; a plain timm checkpoint "
+            f"loads with timm.create_model('local-dir:{path.parent}', pretrained=True)"
+        )
+    version = block.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: unknown protozoo checkpoint format_version {version!r}; protozoo {__version__} "
+            f"reads format_version {FORMAT_VERSION}. Upgrade protozoo (pip install -U protozoo) "
+            "or re-save the checkpoint"
+        )
+    arch = (block.get("config") or {}).get("architecture")
+    if config.get("architecture") != arch:
+        raise ValueError(
+            f"{path}: architecture {config.get('architecture')!r} disagrees with "
+            f"protozoo.config.architecture {arch!r}; the file was edited or mixed from two checkpoints"
+        )
+    return config
+
+
+def _read_weights(path: Path) -> dict[str, Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; a protozoo folder holds {', '.join(CHECKPOINT_FILES)}")
+    try:
+        return load_file(path, device="cpu")
+    except SafetensorError as e:
+        raise ValueError(
+            f"{path} is not a readable safetensors file ({e}): it is corrupt or truncated; "
+            "re-download it (delete it from the cache) or re-save the model"
+        ) from e
+
+
+def _check_weights(expected: dict[str, Tensor], found: dict[str, Tensor], path: Path) -> None:
+    """Strict key, shape and kind check, naming every mismatch (load_state_dict's own error is terse)."""
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    both = sorted(set(expected) & set(found))
+    shapes = [
+        f"{k}: file {tuple(found[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in both
+        if found[k].shape != expected[k].shape
+    ]
+    kinds = [
+        f"{k}: file {found[k].dtype} vs model {expected[k].dtype}"
+        for k in both
+        if found[k].is_floating_point() != expected[k].is_floating_point()
+    ]
+    problems = [
+        f"{label} {_few(items)}"
+        for label, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("wrong shapes", shapes),
+            ("wrong dtypes", kinds),
+        )
+        if items
+    ]
+    if problems:
+        raise ValueError(
+            f"{path} does not match the model its config.json describes: {'; '.join(problems)}. "
+            "The weights and config.json come from different checkpoints; re-save or re-download the folder"
+        )
+
+
+def _few(items: list[str], limit: int = 8) -> str:
+    return ", ".join(items[:limit]) + (f" ... and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _check_repo_id(repo_id: str) -> None:
+    if not isinstance(repo_id, str) or not _REPO_ID.fullmatch(repo_id):
+        raise ValueError(f"Invalid Hub repo id {repo_id!r}; use the form 'org/name'")
+
+
+def _upload_files(folder: Path) -> list[str]:
+    return [f for f in CHECKPOINT_FILES if f == "README.md" or (folder / f).is_file()] + [
+        f for f in OPTIONAL_FILES if (folder / f).is_file()
+    ]
+
+
+def _upload(
+    folder: Path,
+    repo_id: str,
+    token: str | bool | None,
+    private: bool | None,
+    revision: str | None,
+    commit_message: str,
+) -> CommitInfo:
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    name = repo_id.split("/")[1]
+    zoo = registry.ZOO.get(name)
+    card = render_card(
+        _read_config(folder / "config.json"),
+        name=name,
+        load_name=name if zoo is not None and zoo.hub_id == repo_id else repo_id,
+        hub_id=repo_id,
+    )
+    operations = [
+        CommitOperationAdd(
+            path_in_repo=f, path_or_fileobj=str(card).encode() if f == "README.md" else folder / f
+        )
+        for f in _upload_files(folder)
+    ]
+    api = HfApi(token=token, library_name="protozoo", library_version=__version__)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision is not None and revision != "main":
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    info = api.create_commit(repo_id, operations, commit_message=commit_message, revision=revision)
+    logger.info("uploaded %s to %s (%s)", folder, repo_id, info.oid)
+    return info

@@ -1,0 +1,162 @@
+"""Model cards: metadata huggingface_hub parses, numbers only from the run, sections and prose files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from protozoo.card import CARDS_DIR, load_prose, render_card
+
+CONFIG = {
+    "architecture": "resnet18_small",
+    "num_features": 512,
+    "pretrained_cfg": {"input_size": [1, 28, 28]},
+    "protozoo": {
+        "format_version": 1,
+        "dtype": "bfloat16",
+        "config": {
+            "method": "carp_dec",
+            "num_prototypes": 1024,
+            "embed_dim": 256,
+            "mean": [0.286],
+            "std": [0.353],
+        },
+        "recipe": {
+            "method": "carp_dec",
+            "lr": 0.001,
+            "dataset": "fashion_mnist",
+            "output_dir": "/home/me/run",
+        },
+        "results": {
+            "dataset": "fashion_mnist",
+            "eval_split": "test",
+            "knn_top1": 0.88123,
+            "linear_top1": None,
+            "unique": {"0.025": 0.91234, "0.1": 0.5, "0.25": 0.125, "0.5": 0.01},
+            "perplexity": 0.7,
+        },
+    },
+}
+
+
+def with_results(results: dict | None, dataset: str | None = "fashion_mnist") -> dict:
+    config = json.loads(json.dumps(CONFIG))
+    config["protozoo"]["results"] = results
+    config["protozoo"]["recipe"]["dataset"] = dataset
+    return config
+
+
+def parse(card: ModelCard, tmp_path: Path) -> ModelCard:
+    """Write README.md and read it back with huggingface_hub, as the Hub would."""
+    card.save(tmp_path / "README.md")
+    return ModelCard.load(tmp_path / "README.md")
+
+
+def test_metadata_and_model_index_parse_with_huggingface_hub(tmp_path: Path) -> None:
+    card = parse(render_card(CONFIG, name="dp-resnet18-fmnist", load_name="dp-resnet18-fmnist"), tmp_path)
+    data = card.data
+    assert (data.library_name, data.pipeline_tag, data.license) == (
+        "protozoo",
+        "image-feature-extraction",
+        "apache-2.0",
+    )
+    assert {"self-supervised", "prototypes", "carp_dec", "timm"} <= set(data.tags)
+    assert data.datasets == ["zalando-datasets/fashion_mnist"] and data.model_name == "dp-resnet18-fmnist"
+    values = {r.metric_name: (r.metric_type, r.metric_value, r.dataset_type) for r in data.eval_results}
+    assert values == {
+        "k-NN top-1": ("accuracy", 88.12, "zalando-datasets/fashion_mnist"),
+        "unique prototypes (eps=0.025)": ("unique_prototypes", 0.9123, "zalando-datasets/fashion_mnist"),
+        "unique prototypes (eps=0.1)": ("unique_prototypes", 0.5, "zalando-datasets/fashion_mnist"),
+        "unique prototypes (eps=0.25)": ("unique_prototypes", 0.125, "zalando-datasets/fashion_mnist"),
+        "unique prototypes (eps=0.5)": ("unique_prototypes", 0.01, "zalando-datasets/fashion_mnist"),
+    }  # linear_top1 is None in the run, so it is absent, not zero
+
+
+def test_sections_usage_recipe_results_and_citations(tmp_path: Path) -> None:
+    text = parse(render_card(CONFIG, name="mine", load_name="org/mine", hub_id="org/mine"), tmp_path).text
+    for heading in (
+        "Usage",
+        "Intended use",
+        "Training recipe",
+        "Results",
+        "Prototype collapse",
+        "Limitations",
+    ):
+        assert f"\n## {heading}\n" in text
+    assert (
+        'protozoo.load("org/mine")' in text
+        and 'timm.create_model("hf-hub:org/mine", pretrained=True)' in text
+    )
+    assert (
+        "protozoo export org/mine --out model.onnx" in text
+        and 'protozoo.load("org/mine", num_classes=10)' in text
+    )
+    assert 'OnnxModel("model.onnx")' in text
+    assert "| lr | 0.001 |" in text and "/home/me/run" not in text  # machine-local paths stay out
+    assert "| k-NN top-1 | 88.12% |" in text and "| 0.025 | 0.912 |" in text and "linear-probe" not in text
+    assert "2510.20108" in text and "silva2023carp" in text and "@software{protozoo" in text
+    assert "Apache-2.0" in text and "Fashion-MNIST (Zalando Research) is MIT-licensed" in text
+
+
+def test_zoo_prose_and_local_folder_usage(tmp_path: Path) -> None:
+    prose = load_prose("dp-vit-tiny-fmnist")
+    card = render_card(CONFIG, name="dp-vit-tiny-fmnist", load_name="/models/vit")
+    assert prose["description"] in card.text and all(item in card.text for item in prose["limitations"])
+    assert 'timm.create_model("local-dir:/models/vit", pretrained=True)' in card.text
+    assert load_prose("someone-elses-model") == load_prose("default")
+
+
+@pytest.mark.parametrize(
+    ("results", "dataset", "metrics", "datasets"),
+    [
+        (
+            {"unique": {"0.025": 0.5}},
+            "fashion_mnist",
+            ["unique prototypes (eps=0.025)"],
+            ["zalando-datasets/fashion_mnist"],
+        ),
+        ({"knn_top1": 0.5, "dataset": "hf:org/pets"}, None, ["k-NN top-1"], ["org/pets"]),
+        ({"unique": {"0.5": 0.5}}, "imagefolder:/data/pets", ["unique prototypes (eps=0.5)"], None),
+        (None, "fashion_mnist", None, ["zalando-datasets/fashion_mnist"]),
+        ({"knn_top1": 0.5}, None, None, None),
+    ],
+    ids=["unique-only", "hf-dataset", "local-folder", "no-results", "no-dataset"],
+)
+def test_only_recorded_numbers_reach_the_model_index(
+    tmp_path: Path, results: dict | None, dataset: str | None, metrics: list | None, datasets: list | None
+) -> None:
+    card = parse(render_card(with_results(results, dataset), name="m", load_name="m"), tmp_path)
+    assert card.data.datasets == datasets
+    assert ([r.metric_name for r in card.data.eval_results] if card.data.eval_results else None) == metrics
+    if results is None:
+        assert "No evaluation results were recorded" in card.text and "protozoo diagnose m" in card.text
+    if dataset == "imagefolder:/data/pets":
+        assert card.data.eval_results[0].dataset_type == "imagefolder"  # not the local path
+
+
+def test_card_files_hold_no_numbers() -> None:
+    for path in CARDS_DIR.glob("*.yaml"):
+        assert "%" not in path.read_text(), path  # results come from config.json, never from the prose
+
+
+def test_prose_and_template_errors(tmp_path: Path) -> None:
+    (tmp_path / "default.yaml").write_text("description: hi\nintended_use: x\n")
+    with pytest.raises(
+        ValueError,
+        match=r"default\.yaml must hold exactly the fields \['description', 'intended_use', 'limitations'\]",
+    ):
+        load_prose("m", tmp_path)
+    (tmp_path / "m.yaml").write_text("description: hi\nintended_use: x\nlimitations: none\n")
+    with pytest.raises(ValueError, match=r"m\.yaml: 'limitations' must be a list, got str"):
+        load_prose("m", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"No model-card prose for 'x'"):
+        load_prose("x", tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match=r"Model-card template .*model_card\.md not found"):
+        render_card(CONFIG, name="m", load_name="m", cards_dir=tmp_path)
+    shutil.copy(CARDS_DIR / "model_card.md", tmp_path / "model_card.md")
+    with pytest.raises(ValueError, match=r"'limitations' must be a list"):
+        render_card(CONFIG, name="m", load_name="m", cards_dir=tmp_path)

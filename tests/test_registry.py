@@ -1,0 +1,111 @@
+"""The zoo registry: names, shipped folders before the Hub, headline numbers and name errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hub_server import HubServer
+from huggingface_hub import constants
+
+import protozoo
+from protozoo import ProtoConfig, ProtoModel, registry
+from protozoo.card import CARDS_DIR
+from protozoo.cli import main as cli_main
+from protozoo.hub import load, push_to_hub, save_pretrained
+
+TINY = dict(
+    architecture="vit_tiny_patch4_28",
+    num_prototypes=32,
+    embed_dim=8,
+    hidden_dim=16,
+    backbone_kwargs={"depth": 1},
+)
+RESULTS = {"dataset": "fashion_mnist", "knn_top1": 0.8812, "unique": {"0.025": 0.9, "0.5": 0.25}}
+
+
+@pytest.fixture
+def zoo_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty zoo folder in place of the package's protozoo/zoo/."""
+    monkeypatch.setattr(registry, "ZOO_DIR", tmp_path / "zoo")
+    return tmp_path / "zoo"
+
+
+@pytest.fixture(scope="module")
+def model() -> ProtoModel:
+    torch.manual_seed(0)
+    model = ProtoModel(ProtoConfig(**TINY))  # type: ignore[arg-type]
+    model.prototype_source.update(F.normalize(torch.randn(64, 8), dim=1))  # type: ignore[operator]
+    return model.eval()
+
+
+def test_zoo_names_hub_ids_and_card_prose() -> None:
+    assert registry.list_models() == protozoo.list_models() == ["dp-resnet18-fmnist", "dp-vit-tiny-fmnist"]
+    for name, entry in registry.ZOO.items():
+        assert entry.name == name and re.fullmatch(r"[\w-]+/" + re.escape(name), entry.hub_id)
+        assert (CARDS_DIR / f"{name}.yaml").is_file()
+
+
+def test_table_says_not_shipped_without_a_shipped_folder(
+    zoo_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        registry.shipped_folder("dp-resnet18-fmnist") is None
+        and registry.headline("dp-resnet18-fmnist") is None
+    )
+    lines = registry.format_zoo_table().splitlines()
+    assert lines[0].split()[:3] == ["name", "hub", "id"] and len(lines) == 3
+    assert all("not shipped" in line for line in lines[1:])
+    assert cli_main(["list"]) == 0
+    assert "dp-vit-tiny-fmnist" in capsys.readouterr().out
+
+
+def test_shipped_folder_gives_headline_numbers_and_loads_without_the_hub(
+    zoo_dir: Path, model: ProtoModel, hub: HubServer
+) -> None:
+    save_pretrained(model, zoo_dir / "dp-vit-tiny-fmnist", results=RESULTS, dtype="bfloat16")
+    assert registry.headline("dp-vit-tiny-fmnist") == {
+        "knn_top1": 0.8812,
+        "unique_0.025": 0.9,
+        "dataset": "fashion_mnist",
+    }
+    row = next(
+        line for line in registry.format_zoo_table().splitlines() if line.startswith("dp-vit-tiny-fmnist")
+    )
+    assert "88.1%" in row and "90.0%" in row
+    assert torch.equal(load("dp-vit-tiny-fmnist").prototypes, model.prototypes)
+    assert hub.requests == []
+
+
+def test_zoo_name_falls_back_to_its_hub_repo(zoo_dir: Path, model: ProtoModel, hub: HubServer) -> None:
+    push_to_hub(model, registry.ZOO["dp-resnet18-fmnist"].hub_id)
+    assert torch.equal(load("dp-resnet18-fmnist").prototypes, model.prototypes)
+    card = hub.files(registry.ZOO["dp-resnet18-fmnist"].hub_id)["README.md"].decode()
+    assert 'protozoo.load("dp-resnet18-fmnist")' in card  # the card of a zoo repo uses the zoo name
+
+
+def test_zoo_name_offline_and_not_cached_says_so(
+    zoo_dir: Path, hub: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    message = (
+        r"zoo model 'dp-resnet18-fmnist' \(Hub repo 'protozoo/dp-resnet18-fmnist'\) are not shipped "
+        r"with this install .* and not in the Hugging Face cache .*HF_HUB_OFFLINE=1"
+    )
+    with pytest.raises(FileNotFoundError, match=message):
+        load("dp-resnet18-fmnist")
+
+
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        ("dp-resnet18-fmnst", r"Unknown model 'dp-resnet18-fmnst'.*Did you mean 'dp-resnet18-fmnist'\?"),
+        ("vit", r"Unknown model 'vit'.*Pass a zoo name \(dp-resnet18-fmnist, dp-vit-tiny-fmnist\), a Hub id"),
+    ],
+)
+def test_unknown_names_list_close_names_and_accepted_forms(name: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        load(name)
