@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,20 +65,17 @@ class ProtoModel(nn.Module):
     def __init__(self, config: ProtoConfig, num_classes: int = 0) -> None:
         super().__init__()
         self.config = config
+        if not timm.is_model(config.architecture):
+            close = difflib.get_close_matches(config.architecture, timm.list_models(), n=5)
+            raise ValueError(
+                f"Unknown backbone {config.architecture!r}: not a timm model name; close names: {close}"
+            )
         kwargs = dict(config.backbone_kwargs)
         if get_pretrained_cfg_value(config.architecture, "fixed_input_size"):
             kwargs.setdefault("img_size", config.img_size)
-        try:
-            self.backbone = timm.create_model(
-                config.architecture, pretrained=False, num_classes=0, in_chans=config.in_chans, **kwargs
-            )
-        except RuntimeError as e:
-            if "Unknown model" not in str(e):
-                raise
-            close = timm.list_models(f"*{config.architecture.split('_')[0]}*")[:8]
-            raise ValueError(
-                f"Unknown backbone {config.architecture!r}: not a timm model name. Similar names: {close}"
-            ) from None
+        self.backbone = timm.create_model(
+            config.architecture, pretrained=False, num_classes=0, in_chans=config.in_chans, **kwargs
+        )
         self.num_features: int = self.backbone.num_features
         self.head = ProjectionHead(
             self.num_features,

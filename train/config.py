@@ -76,6 +76,7 @@ class TrainConfig:
     # ---- evaluation, logging, checkpoints ----
     eval_every: int = 200  # steps between k-NN + collapse evaluations (also at each epoch end)
     eval_bank_size: int = 10000  # training images in the k-NN memory bank during training
+    eval_val_size: int | None = None  # cap on held-out images per evaluation (None: the whole val split)
     final_eval: bool = True  # k-NN on the full test set with the full training set as bank at the end
     linear_probe: bool = False  # also a linear probe at the end (slower)
     log_every: int = 20

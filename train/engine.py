@@ -82,7 +82,10 @@ class Trainer:
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.accelerator = Accelerator(
-            mixed_precision=cfg.mixed_precision, log_with=cfg.trackers or None, project_dir=str(self.out)
+            cpu=not torch.cuda.is_available(),  # also makes torchrun / accelerate launch on CPUs use gloo
+            mixed_precision=cfg.mixed_precision,
+            log_with=cfg.trackers or None,
+            project_dir=str(self.out),
         )
         acc = self.accelerator
         if cfg.batch_size % (acc.num_processes * cfg.grad_accum_steps):
@@ -124,7 +127,9 @@ class Trainer:
         self.eval_tf = eval_tf
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=512, num_workers=self.cfg.num_workers)
+        return DataLoader(
+            dataset, batch_size=512, num_workers=self.cfg.num_workers, generator=torch.Generator()
+        )
 
     def _micro_batches(self, epoch: int, start_step: int) -> list[list[int]]:
         """This process's micro-batches of one epoch from ``start_step`` on; order set by (seed, epoch)."""
@@ -143,6 +148,8 @@ class Trainer:
     def _build_model(self) -> None:
         cfg, acc = self.cfg, self.accelerator
         student = ProtoModel(cfg.proto_config())
+        if acc.num_processes > 1 and acc.device.type == "cuda":  # batch statistics over the global batch
+            student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
         teacher = copy.deepcopy(student)
         if cfg.method.endswith("_dec"):
             teacher.prototype_source = student.prototype_source  # one shared GMM
@@ -283,6 +290,7 @@ class Trainer:
         tmp = final.with_name(final.name + ".tmp")
         acc.wait_for_everyone()
         acc.save_state(str(tmp), safe_serialization=True)
+        acc.wait_for_everyone()  # every process has written its part before the rename
         if acc.is_main_process:
             teacher = {k: v.contiguous() for k, v in self.teacher.state_dict().items()}
             save_file(teacher, tmp / "teacher.safetensors")
@@ -372,7 +380,10 @@ class Trainer:
             epoch, start = divmod(self.step, self.steps_per_epoch)
             self.train_set.epoch = epoch
             loader = DataLoader(
-                self.train_set, batch_sampler=self._micro_batches(epoch, start), num_workers=cfg.num_workers
+                self.train_set,
+                batch_sampler=self._micro_batches(epoch, start),
+                num_workers=cfg.num_workers,
+                generator=torch.Generator(),  # leaves the global RNG (saved in checkpoints) untouched
             )
             micro: list[list[Tensor]] = []
             for views, _ in loader:
