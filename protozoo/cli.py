@@ -15,14 +15,8 @@ def _list(args: argparse.Namespace) -> None:
     print(format_zoo_table())
 
 
-def _train(args: argparse.Namespace) -> None:
-    from train.__main__ import main as train_main
-
-    train_main(args.rest)
-
-
 def _eval(args: argparse.Namespace) -> None:
-    from protozoo.evaluate import evaluate_model
+    from protozoo.eval import evaluate_model
     from protozoo.hub import load
 
     model = load(args.model, device=args.device)
@@ -81,9 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="the zoo models with their headline numbers")
     p.set_defaults(func=_list)
 
-    p = sub.add_parser("train", help="train from a recipe (same as python -m train)", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="--config recipe.yaml key=value ...")
-    p.set_defaults(func=_train)
+    # listed for --help only: main() hands everything after "train" to train.__main__ untouched
+    sub.add_parser("train", help="train from a recipe: protozoo train --config recipe.yaml [key=value ...]")
 
     p = sub.add_parser("eval", help="k-NN (and linear-probe) accuracy of a model's frozen features")
     p.add_argument("model", help="zoo name, Hub id org/name or local folder")

@@ -308,3 +308,50 @@ def per_group_accuracy(preds: Tensor, labels: Tensor, groups: dict[str, list[int
             continue
         out[name] = (preds[mask] == labels[mask]).float().mean().item()
     return out
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: str = "fashion_mnist",
+    *,
+    root: str | None = None,
+    linear: bool = False,
+    device: str | torch.device = "cpu",
+    batch_size: int = 512,
+) -> dict[str, float]:
+    """k-NN (and optionally linear-probe) top-1 of a ProtoModel's frozen features on a dataset.
+
+    The memory bank (and probe training set) is the dataset's "trainval" split, the queries its
+    "test" split, both preprocessed with ``model.transform``: the protocol of the zoo's numbers.
+
+    Args:
+        model: a :class:`protozoo.ProtoModel` (anything with ``.transform`` returning ``.features``).
+        dataset: a name accepted by :func:`protozoo.data.build_dataset`.
+        root: the dataset's folder, when not the default.
+        linear: also train a linear probe on the frozen features.
+        device: where the model runs.
+        batch_size: images per forward pass.
+
+    Returns:
+        {"knn_top1": ...} plus "linear_top1" when ``linear``.
+
+    Raises:
+        ValueError, FileNotFoundError: as :func:`protozoo.data.build_dataset`.
+    """
+    from torch.utils.data import DataLoader
+
+    from protozoo.data import build_dataset
+
+    transform = model.transform  # type: ignore[attr-defined]
+    loaders = [
+        DataLoader(build_dataset(dataset, split, transform=transform, root=root), batch_size=batch_size)
+        for split in ("trainval", "test")
+    ]
+    model.to(device)
+    (bank_f, bank_y), (test_f, test_y) = (
+        extract_features(model, loader, device=device) for loader in loaders
+    )
+    result = {"knn_top1": knn_accuracy(bank_f, bank_y, test_f, test_y)}
+    if linear:
+        result["linear_top1"] = linear_probe(bank_f, bank_y, test_f, test_y)
+    return result

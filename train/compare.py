@@ -1,0 +1,96 @@
+"""The method comparison: same backbone, data, budget and seed; one table and one figure.
+
+    python -m train.compare --steps 1200 [--methods carp_dec carp ...] [--long-tail 100]
+
+Each method runs as ``python -m train`` in ``runs/compare/<method>`` (a finished run is reused, an
+interrupted one resumes), in its reference optimiser regime (REGIMES below). The table (unique
+prototypes at the four eps, usage perplexity, k-NN and linear-probe top-1 on the test split) and
+the unique-fraction-over-steps figure go to docs/results.md and docs/figures/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from protozoo.collapse import EPS_GRID, plot_unique_over_steps
+
+# Each baseline in its reference regime (method.md §4-§6); decoupled runs keep the default AdamW.
+REGIMES: dict[str, list[str]] = {
+    "carp": ["optimizer=sgd", "lr=0.45", "momentum=0.9", "weight_decay=1e-6", "weight_decay_end=1e-6"],
+    "carp_kp": ["optimizer=sgd", "lr=0.45", "momentum=0.9", "weight_decay=1e-6", "weight_decay_end=1e-6"],
+    "carp_dec": [],
+    "dino": [
+        "weight_decay=0.04",
+        "weight_decay_end=0.4",
+        "freeze_last_layer_steps=100",
+        "teacher_temp_warmup_steps=300",
+    ],
+    "dino_dec": ["weight_decay=0.04", "weight_decay_end=0.4", "teacher_temp_warmup_steps=300"],
+}
+
+
+def run(method: str, steps: int, out: Path, recipe: str, extra: list[str]) -> dict:
+    """Train one method (or reuse a finished run) and return its metrics lines."""
+    folder = out / method
+    if not (folder / "model" / "config.json").exists():
+        resume = ["resume=true"] if (folder / "checkpoints").exists() else []
+        cmd = [sys.executable, "-m", "train", "--config", recipe, f"method={method}", f"max_steps={steps}",
+               f"output_dir={folder}", "linear_probe=true", *REGIMES[method], *extra, *resume]  # fmt: skip
+        subprocess.run(cmd, check=True)
+    lines = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    return {"evals": [r for r in lines if "unique" in r and not r.get("final")], "final": lines[-1]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the comparison and write docs/results.md, docs/figures/unique_over_steps.png and JSON."""
+    parser = argparse.ArgumentParser(prog="python -m train.compare", description=__doc__)
+    parser.add_argument("--methods", nargs="+", default=list(REGIMES), choices=list(REGIMES))
+    parser.add_argument("--steps", type=int, default=1200, help="training steps per method (same for all)")
+    parser.add_argument("--recipe", default="train/configs/default.yaml", help="shared base recipe")
+    parser.add_argument("--out", default="runs/compare", help="parent folder of the runs")
+    parser.add_argument("--docs", default="docs", help="where results.md and figures/ go")
+    parser.add_argument(
+        "extra", nargs="*", help="key=value overrides for every method (e.g. num_prototypes=4096)"
+    )
+    args = parser.parse_args(argv)
+    out, docs = Path(args.out), Path(args.docs)
+    results = {m: run(m, args.steps, out, args.recipe, args.extra) for m in args.methods}
+
+    curves = {
+        m: ([r["step"] for r in res["evals"]], [r["unique"] for r in res["evals"]])
+        for m, res in results.items()
+    }
+    (docs / "figures").mkdir(parents=True, exist_ok=True)
+    plot_unique_over_steps(
+        curves, docs / "figures" / "unique_over_steps.png", title="Unique prototypes (val)"
+    )
+    header = (
+        "| method | "
+        + " | ".join(f"unique@{e}" for e in EPS_GRID)
+        + " | perplexity/K | k-NN top-1 | linear top-1 |"
+    )
+    rows = [header, "|" + "---|" * (len(EPS_GRID) + 4)]
+    for m, res in results.items():
+        f = res["final"]
+        cells = [f"{f['unique'][str(e)]:.3f}" for e in EPS_GRID]
+        cells += [
+            f"{f['perplexity']:.3f}",
+            f"{f['knn_top1']:.4f}",
+            f"{f.get('linear_top1', float('nan')):.4f}",
+        ]
+        rows.append(f"| {m} | " + " | ".join(cells) + " |")
+    table = "\n".join(rows)
+    cmd = " ".join(
+        ["python -m train.compare", "--steps", str(args.steps), "--methods", *args.methods, *args.extra]
+    )
+    (out / "results.json").write_text(json.dumps({m: r["final"] for m, r in results.items()}, indent=2))
+    print(table)
+    (docs / "results_table.md").write_text(f"<!-- written by `{cmd}` -->\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
