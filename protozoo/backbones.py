@@ -24,15 +24,14 @@ class SmallStemResNet(ResNet):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        in_chans = self.conv1.in_channels
-        self.conv1 = nn.Conv2d(
-            in_chans, self.bn1.num_features, kernel_size=3, stride=2, padding=1, bias=False
-        )
-        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-        self.maxpool = nn.Identity()
-        self.feature_info[0]["reduction"] = 2
-        for info in self.feature_info[1:]:
-            info["reduction"] //= 2
+        old: Any = self.conv1
+        stem = nn.Conv2d(old.in_channels, old.out_channels, kernel_size=3, stride=2, padding=1, bias=False)
+        nn.init.kaiming_normal_(stem.weight, mode="fan_out", nonlinearity="relu")
+        self.conv1 = stem  # type: ignore[assignment]
+        self.maxpool = nn.Identity()  # type: ignore[assignment]
+        feature_info: list[dict[str, Any]] = self.feature_info  # type: ignore[assignment]
+        for info in feature_info:  # one stride-2 conv instead of the stride-4 stem
+            info["reduction"] = max(2, info["reduction"] // 2)
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -342,7 +343,7 @@ def evaluate_model(
 
     from protozoo.data import build_dataset
 
-    transform = model.transform  # type: ignore[attr-defined]
+    transform: Any = model.transform
     loaders = [
         DataLoader(build_dataset(dataset, split, transform=transform, root=root), batch_size=batch_size)
         for split in ("trainval", "test")

@@ -73,10 +73,11 @@ class ProtoModel(nn.Module):
         kwargs = dict(config.backbone_kwargs)
         if get_pretrained_cfg_value(config.architecture, "fixed_input_size"):
             kwargs.setdefault("img_size", config.img_size)
-        self.backbone = timm.create_model(
+        backbone: Any = timm.create_model(
             config.architecture, pretrained=False, num_classes=0, in_chans=config.in_chans, **kwargs
         )
-        self.num_features: int = self.backbone.num_features
+        self.backbone = backbone
+        self.num_features: int = backbone.num_features
         self.head = ProjectionHead(
             self.num_features,
             config.hidden_dim,

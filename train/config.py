@@ -135,8 +135,11 @@ def _coerce(name: str, text: str, annotation: Any) -> Any:
         return None
     for hint in hints:
         origin = typing.get_origin(hint) or hint
-        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        if origin is float and not isinstance(value, bool):
+            try:  # YAML reads 1e-6 (no dot) as a string
+                return float(value)
+            except (TypeError, ValueError):
+                pass
         if origin in (int, bool, str, list, dict) and type(value) is origin:
             return value
         if origin is str:

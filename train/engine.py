@@ -103,15 +103,15 @@ class Trainer:
     # ====== data ======
     def _build_data(self) -> None:
         cfg = self.cfg
-        train_tf = multicrop_preset(
-            cfg.img_size, cfg.mean, cfg.std, cfg.in_chans, num_local=cfg.num_local_crops
+        mean, std = cfg.mean or (), cfg.std or ()
+        train_tf = multicrop_preset(cfg.img_size, mean, std, cfg.in_chans, num_local=cfg.num_local_crops)
+        eval_tf = eval_transform(cfg.img_size, mean, std, cfg.in_chans, cfg.crop_pct)
+        root, lt = cfg.data_root, cfg.long_tail
+        train = build_dataset(
+            cfg.dataset, "train", transform=train_tf, root=root, long_tail=lt, seed=cfg.seed
         )
-        eval_tf = eval_transform(cfg.img_size, cfg.mean, cfg.std, cfg.in_chans, cfg.crop_pct)
-        common = dict(root=cfg.data_root, long_tail=cfg.long_tail, seed=cfg.seed)
-        self.train_set = SeededViews(
-            build_dataset(cfg.dataset, "train", transform=train_tf, **common), cfg.seed
-        )
-        bank: Dataset = build_dataset(cfg.dataset, "train", transform=eval_tf, **common)
+        self.train_set = SeededViews(train, cfg.seed)
+        bank = build_dataset(cfg.dataset, "train", transform=eval_tf, root=root, long_tail=lt, seed=cfg.seed)
         n_bank = min(cfg.eval_bank_size, len(bank))  # type: ignore[arg-type]
         pick = torch.randperm(len(bank), generator=torch.Generator().manual_seed(cfg.seed))[:n_bank]  # type: ignore[arg-type]
         self.bank_loader = self._eval_loader(Subset(bank, pick.tolist()))
@@ -166,9 +166,9 @@ class Trainer:
         else:
             self.criterion = DINOLoss(K, student_temp=cfg.student_temp, center_momentum=cfg.center_momentum)
         self.koleo = KoLeoProtoLoss() if cfg.method == "carp_kp" else None
-        decay = [p for n, p in student.named_parameters() if p.ndim > 1]
-        no_decay = [p for n, p in student.named_parameters() if p.ndim <= 1]
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decay = [p for p in student.parameters() if p.ndim > 1]  # no decay on biases and norms (DINO)
+        no_decay = [p for p in student.parameters() if p.ndim <= 1]
+        groups: list[dict[str, Any]] = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
         if cfg.optimizer == "adamw":
             opt: torch.optim.Optimizer = torch.optim.AdamW(groups)
         elif cfg.optimizer == "sgd":
@@ -236,9 +236,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         m = cosine(s, T, cfg.teacher_momentum, 1.0)
         with torch.no_grad():  # teacher = EMA of the student
-            s_params = [p for p in self.model.parameters()]
-            t_params = [p for p in self.teacher.parameters()]
-            torch._foreach_lerp_(t_params, s_params, 1.0 - m)
+            t_params: list[Tensor] = list(self.teacher.parameters())
+            torch._foreach_lerp_(t_params, list(self.model.parameters()), 1.0 - m)
         self.step += 1
         return {**logs, "lr": lr, "teacher_momentum": m, "beta": beta if cfg.method.endswith("_dec") else 1.0}
 
