@@ -158,6 +158,15 @@ def test_every_recipe_parses():
         load_config(recipe)
 
 
+@pytest.mark.parametrize(
+    "override, field, expected",
+    [("weight_decay=1e-6", "weight_decay", 1e-6), ("lr=2", "lr", 2.0), ("long_tail=null", "long_tail", None),
+     ("trackers=[tensorboard]", "trackers", ["tensorboard"]), ("resume=true", "resume", True)],
+)  # fmt: skip
+def test_overrides_take_the_field_type(override, field, expected):
+    assert getattr(load_config(None, [override]), field) == expected
+
+
 def test_cosine_schedule():
     assert cosine(0, 100, 1.0, 0.0, warmup=10) == 0.0
     assert cosine(10, 100, 1.0, 0.0, warmup=10) == 1.0

@@ -84,6 +84,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     trackers: list[str] = field(default_factory=list)  # Accelerate trackers, e.g. [tensorboard]
     output_dir: str = "runs/default"
+    name: str | None = (
+        None  # model name for the card (a zoo name such as dp-resnet18-fmnist); default: folder
+    )
     resume: bool = False  # continue from the last checkpoint in output_dir
     seed: int = 0
 

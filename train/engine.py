@@ -432,7 +432,9 @@ class Trainer:
                 "perplexity": last.get("perplexity"),
                 "steps": self.step,
             }
-            save_pretrained(self.teacher, self.out / "model", results=results, recipe=cfg.to_dict())
+            save_pretrained(
+                self.teacher, self.out / "model", results=results, recipe=cfg.to_dict(), name=cfg.name
+            )
             if "knn_preds" in last:
                 (self.out / "predictions.json").write_text(
                     json.dumps({"preds": last["knn_preds"], "labels": last["labels"]})
