@@ -166,23 +166,25 @@ def test_learnable_prototypes_are_unit_norm_and_trainable():
     assert protos.weight.grad is not None
 
 
-def _half_batch_worker(expected_path):
-    from accelerate import Accelerator
+def _half_batch_worker(rank, init_file, expected_path):
+    import torch.distributed as dist
 
-    acc = Accelerator(cpu=True)
-    assert acc.num_processes == 2
-    torch.manual_seed(0)  # the same data and initial means on both processes
-    h = F.normalize(torch.randn(64, 8), dim=1)
-    gmm = OnlineGMM(32, 8, init="first_batch")
-    for _ in range(3):
-        gmm.update(h.chunk(2)[acc.process_index], beta=0.8)
-    # first_batch init broadcasts rank 0's means, so both start from the first half's rows
-    for name, value in load_file(expected_path).items():
-        torch.testing.assert_close(getattr(gmm, name), value, rtol=1e-5, atol=1e-6)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)  # the same data and initial means on both processes
+        h = F.normalize(torch.randn(64, 8), dim=1)
+        gmm = OnlineGMM(32, 8, init="first_batch")
+        for _ in range(3):
+            gmm.update(h.chunk(2)[rank], beta=0.8)
+        # first_batch init broadcasts rank 0's means, so both start from the first half's rows
+        for name, value in load_file(expected_path).items():
+            torch.testing.assert_close(getattr(gmm, name), value, rtol=1e-5, atol=1e-6)
+    finally:
+        dist.destroy_process_group()
 
 
 def test_two_processes_on_half_batches_equal_one_process(tmp_path):
-    from accelerate import debug_launcher
+    import torch.multiprocessing as mp
 
     torch.manual_seed(0)
     h = F.normalize(torch.randn(64, 8), dim=1)
@@ -191,4 +193,7 @@ def test_two_processes_on_half_batches_equal_one_process(tmp_path):
     for _ in range(3):
         gmm.update(h, beta=0.8)
     save_file(gmm.state_dict(), tmp_path / "expected.safetensors")
-    debug_launcher(_half_batch_worker, args=(str(tmp_path / "expected.safetensors"),), num_processes=2)
+    # spawn, not fork: forking a process that already ran OpenMP kernels can hang
+    mp.spawn(
+        _half_batch_worker, args=(str(tmp_path / "init"), str(tmp_path / "expected.safetensors")), nprocs=2
+    )
