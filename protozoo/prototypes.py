@@ -9,12 +9,15 @@ the equations are in docs/method.md §3 and the code below reads like them.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from protozoo.distributed import all_reduce_sum_, broadcast_
+
+_SPARSE_GAMMA = 1e-9  # responsibilities at or below this are left out of sparse statistics
 
 
 class OnlineGMM(nn.Module):
@@ -48,6 +51,15 @@ class OnlineGMM(nn.Module):
         >>> gmm.prototypes.shape
         torch.Size([64, 16])
     """
+
+    # the state, registered as buffers in __init__ (annotated for type checkers)
+    mass: Tensor  # (K,) A
+    s1: Tensor  # (K, d) S1
+    s2: Tensor  # (K, d) S2
+    means: Tensor  # (K, d) μ
+    variances: Tensor  # (K, d) σ²
+    log_weights: Tensor  # (K,) log π
+    initialized: Tensor  # () bool
 
     def __init__(
         self,
@@ -90,29 +102,37 @@ class OnlineGMM(nn.Module):
         """Unit-norm means C = normalize(μ), shape (K, d): the prototypes the loss uses."""
         return F.normalize(self.means, dim=1)
 
-    def _log_prob_chunks(self, h: Tensor):  # type: ignore[no-untyped-def]
-        """Yield (slice, logp) with logp (B, Kc) = log π_k + log N(h_i | μ_k, σ²_k) chunk by chunk."""
-        h2 = h * h
+    def _log_prob_chunks(self, h: Tensor, beta: float = 1.0) -> Iterator[tuple[slice, Tensor]]:
+        """Yield (slice, β·logp) with logp (B, Kc) = log π_k + log N(h_i | μ_k, σ²_k), chunk by chunk.
+
+        Σ_d (h − μ)²/σ² is expanded so that β·logp is one matmul per chunk:
+        β·logp = [h², h] @ [−β/(2σ²), βμ/σ²]ᵀ + β (log π − ½ Σ_d log(2π σ²) − ½ Σ_d μ²/σ²).
+        """
+        hh = torch.cat([h * h, h], dim=1)  # (B, 2d)
         for start in range(0, self.num_prototypes, self.chunk_size):
             k = slice(start, start + self.chunk_size)
-            inv_var = 1.0 / self.variances[k]  # (Kc, d)
-            mu = self.means[k]
-            # Σ_d (h − μ)²/σ² expanded into matmuls: h²·(1/σ²) − 2 h·(μ/σ²) + Σ μ²/σ²
-            maha = h2 @ inv_var.T - 2.0 * h @ (mu * inv_var).T + (mu * mu * inv_var).sum(1)  # (B, Kc)
-            log_det = torch.log(2 * math.pi * self.variances[k]).sum(1)  # (Kc,)
-            yield k, self.log_weights[k] - 0.5 * (log_det + maha)
+            var, mu = self.variances[k], self.means[k]  # (Kc, d)
+            inv_var = var.reciprocal()
+            w = torch.cat([inv_var * (-0.5 * beta), mu * inv_var * beta], dim=1)  # (Kc, 2d)
+            const = torch.log(2 * math.pi * var).sum(1) + (mu * mu * inv_var).sum(1)  # (Kc,)
+            yield k, torch.addmm(beta * (self.log_weights[k] - 0.5 * const), hh, w.T)  # (B, Kc)
 
     @torch.no_grad()
     def responsibilities(self, h: Tensor, beta: float = 1.0) -> Tensor:
         """E-step for inspection: γ (B, K) = softmax_k(β · logp). Rows sum to 1."""
         h = self._check(h)
         with torch.autocast(h.device.type, enabled=False):
-            logp = torch.cat([lp for _, lp in self._log_prob_chunks(h)], dim=1)
-            return torch.softmax(beta * logp, dim=1)
+            return torch.cat([lp for _, lp in self._log_prob_chunks(h, beta)], dim=1).softmax(dim=1)
 
     @torch.no_grad()
     def update(self, h: Tensor, beta: float = 1.0) -> None:
         """One online EM step on embeddings h (B, d), normally the teacher's L2-normalised ones.
+
+        Memory beyond the state stays at a few B × chunk_size floats: when K fits in one chunk the
+        E-step is one softmax; otherwise a first pass over the chunks finds each chunk's normaliser
+        and a second one scales each chunk's softmax to the whole mixture. Responsibilities come from
+        softmax rather than exp(β logp − lse) because the CPU's exp is several times slower on inputs
+        whose result is subnormal, which are most of them here.
 
         Args:
             h: (B, d) embeddings; detached and cast to fp32 here.
@@ -125,18 +145,25 @@ class OnlineGMM(nn.Module):
         with torch.autocast(h.device.type, enabled=False):
             if not bool(self.initialized):
                 self._init_from(h)
-            # E-step in two passes over K so memory stays at B × chunk_size: first the
-            # normaliser log Σ_k exp(β logp_ik), then the responsibilities and statistics.
-            lse = torch.full((h.shape[0],), -math.inf, device=h.device)
-            for _, logp in self._log_prob_chunks(h):
-                lse = torch.logaddexp(lse, torch.logsumexp(beta * logp, dim=1))
+            # First pass (several chunks only): lse_c = log Σ_{k in c} exp(β logp_ik), read off the
+            # softmax at the row maximum; scale_c = exp(lse_c − lse) turns chunk softmaxes into γ.
+            scales: list[Tensor | None] = [None]
+            if self.num_prototypes > self.chunk_size:
+                lse = torch.stack(
+                    [lp.amax(1) - lp.softmax(dim=1).amax(1).log() for _, lp in self._log_prob_chunks(h, beta)]
+                )  # (chunks, B)
+                scales = list((lse - lse.logsumexp(0)).exp())
+            hh = torch.cat([h * h, h], dim=1)  # (B, 2d): the statistics of both moments in one matmul
             n = torch.empty_like(self.mass)
-            s1, s2 = torch.empty_like(self.s1), torch.empty_like(self.s2)
-            for k, logp in self._log_prob_chunks(h):
-                gamma = torch.exp(beta * logp - lse[:, None])  # (B, Kc)
-                n[k], s1[k], s2[k] = gamma.sum(0), gamma.T @ h, gamma.T @ (h * h)
-            for stat in (n, s1, s2):
-                all_reduce_sum_(stat)
+            stats = torch.empty(self.num_prototypes, 2 * self.dim, device=h.device)  # (K, 2d): [s2, s1]
+            for (k, logp), scale in zip(self._log_prob_chunks(h, beta), scales, strict=True):
+                gamma = logp.softmax(dim=1)  # (B, Kc)
+                if scale is not None:
+                    gamma.mul_(scale[:, None])
+                self._add_statistics(gamma, hh, n[k], stats[k])
+            all_reduce_sum_(n)
+            all_reduce_sum_(stats)
+            s2, s1 = stats.split(self.dim, dim=1)
             # Forgetting: a component that got no responsibility (n_k = 0) keeps its mass.
             a = (1.0 - self.eta) ** n
             self.mass.mul_(a).add_(n)
@@ -144,9 +171,30 @@ class OnlineGMM(nn.Module):
             self.s2.mul_(a[:, None]).add_(s2)
             self._m_step()
 
+    @staticmethod
+    def _add_statistics(gamma: Tensor, hh: Tensor, n: Tensor, stats: Tensor) -> None:
+        """Write n = Σ_i γ_ik (Kc,) and stats = γᵀ [h², h] (Kc, 2d) of one chunk, into the given views.
+
+        Responsibilities are nearly one-hot once the mixture has settled (about one entry of a row
+        above 1e-9), so when at most B·Kc / 2d entries count, the statistics are summed over those
+        alone, which costs at most 1/2d of the dense (Kc, B) x (B, 2d) matmul and no more memory
+        than γ. The entries skipped are below 1e-9, under the fp32 resolution of masses that stay
+        near or above 1.
+        """
+        keep = gamma > _SPARSE_GAMMA  # (B, Kc)
+        if int(keep.sum()) * hh.shape[1] > gamma.numel():  # dense enough for the matmul
+            torch.sum(gamma, dim=0, out=n)
+            torch.mm(gamma.T, hh, out=stats)
+            return
+        rows, cols = keep.nonzero(as_tuple=True)
+        weight = gamma[rows, cols]  # (nnz,)
+        n.zero_().index_add_(0, cols, weight)
+        stats.zero_().index_add_(0, cols, hh[rows] * weight[:, None])
+
     def _m_step(self) -> None:
-        self.means.copy_(self.s1 / self.mass[:, None])
-        self.variances.copy_((self.s2 / self.mass[:, None] - self.means**2).clamp_min(self.var_floor))
+        torch.div(self.s1, self.mass[:, None], out=self.means)
+        torch.div(self.s2, self.mass[:, None], out=self.variances)
+        self.variances.addcmul_(self.means, self.means, value=-1.0).clamp_(min=self.var_floor)
         self.log_weights.copy_(self.mass.log() - self.mass.sum().log())
 
     def _init_from(self, h: Tensor) -> None:

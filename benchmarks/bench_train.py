@@ -1,0 +1,334 @@
+"""Training-step throughput: what the prototype machinery costs, and protozoo against lightly's DINO.
+
+Three training steps run interleaved (round-robin, rotating order, after warm-up) on the same fixed
+batch of real Fashion-MNIST views, made once before timing, so data loading is excluded everywhere:
+
+- ``carp_dec``: the real ``Trainer.train_step`` of the default recipe (train/configs/default.yaml:
+  resnet18_small, head 512-1024-1024-256 with BN, 2 global 28 px views, batch 256, AdamW, grad
+  clipping 3.0, bf16 autocast, channels_last) at K = 4096 prototypes, blocks of 128.
+- ``no_proto``: the same step with the prototype step and the loss taken out. The same Trainer's
+  student and teacher, autocast, channels_last, clipping, AdamW and EMA, but no GMM update, no
+  prototype scores (student or teacher), no assignment softmax and no CARP loss. Its loss is the
+  negative cosine between each student projection and the teacher projection of the other view
+  (BYOL's loss without the predictor): it costs O(B·D), and its gradient reaches every element of
+  the student projection, so the backward pass through head and backbone has exactly the size of
+  the real one (its cost depends on the activations' shapes, not on the loss values).
+- ``lightly_dino``: a minimal training step written after lightly's DINO example (student
+  backbone + ``DINOProjectionHead``, a teacher updated by ``update_momentum``, ``DINOLoss``,
+  AdamW) on the same backbone, views, batch, K, head widths, bf16 autocast and channels_last.
+  As in the example, each view goes through the networks separately.
+
+Target ratios (throughput, so time of the other step / time of carp_dec, median of per-round
+ratios): carp_dec / no_proto >= 0.95 and carp_dec / lightly_dino >= 1.0. The ratio of each step's
+best round is shown beside it: the least disturbed estimate when other jobs load the machine. Two
+components are also timed alone, interleaved with the steps, at the shapes of the step: the GMM
+update and the CARP loss (forward + backward). When a target is missed, the run profiles one
+carp_dec step with torch.profiler and stores the top operators in the JSON.
+
+    python benchmarks/bench_train.py [--quick] [--batch 256] [--num-prototypes 4096] [--rounds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from common import RESULTS, ROOT, Run, ms, paired_ratio, run_note, table, time_interleaved, verdict
+from torch import Tensor, nn
+from torch.utils.data import default_collate
+
+from protozoo.prototypes import OnlineGMM
+from train.config import load_config
+from train.engine import Trainer, cosine
+
+RECIPE = ROOT / "train" / "configs" / "default.yaml"
+TARGETS = {"carp_dec / no_proto": 0.95, "carp_dec / lightly_dino": 1.0}
+COMMAND = "python benchmarks/bench_train.py"
+
+
+def build_trainer(num_prototypes: int, batch: int, out_dir: str, method: str = "carp_dec") -> Trainer:
+    """The real Trainer of the default recipe, with a tiny k-NN bank so that it builds in about a second."""
+    overrides = [
+        f"method={method}",
+        f"num_prototypes={num_prototypes}",
+        f"batch_size={batch}",
+        "eval_bank_size=64",
+        "max_steps=10000",  # the schedules' length; only lr and momentum values depend on it
+        f"output_dir={out_dir}",
+    ]
+    return Trainer(load_config(RECIPE, overrides))
+
+
+def fixed_views(trainer: Trainer, batch: int) -> list[Tensor]:
+    """One batch of real training views (the trainer's own augmentations), channels_last, made once."""
+    views, _ = default_collate([trainer.train_set[i] for i in range(batch)])
+    if trainer.cfg.channels_last:
+        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+    return [v.to(trainer.accelerator.device) for v in views]
+
+
+def no_prototype_step(trainer: Trainer, views: list[Tensor]) -> float:
+    """``Trainer.train_step`` without the prototype step, prototype scores and SSL loss.
+
+    Same schedules, autocast, channels_last, clipping, optimizer and EMA as the real step; the
+    loss is the negative cosine between student projection i and teacher projection 1 - i, whose
+    gradient is dense in the projection, so the backward through head and backbone is the real one.
+
+    Args:
+        trainer: a built Trainer (its student, teacher and optimizer are used and updated).
+        views: the 2 global views, each (B, C, H, W).
+
+    Returns:
+        The loss value.
+    """
+    cfg, acc, s = trainer.cfg, trainer.accelerator, trainer.step
+    lr = cosine(s, trainer.total_steps, cfg.lr * cfg.batch_size / 256, cfg.min_lr, warmup=cfg.warmup_steps)
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = lr
+    student, teacher = trainer.model, trainer.teacher
+    with acc.autocast():
+        with torch.no_grad():
+            t = teacher.head(teacher.backbone(torch.cat(views[:2])))  # (2B, D)
+        z = student.head(student.backbone(torch.cat(views)))  # (V·B, D)
+        target = torch.cat(t.chunk(2)[::-1])  # teacher projection of the other view, (2B, D)
+        loss = -F.cosine_similarity(z[: len(target)].float(), target.float(), dim=-1).mean()
+    acc.backward(loss)
+    if cfg.clip_grad:
+        acc.clip_grad_norm_(trainer.student.parameters(), cfg.clip_grad)
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    m = cosine(s, trainer.total_steps, cfg.teacher_momentum, 1.0)
+    with torch.no_grad():
+        torch._foreach_lerp_(list(teacher.parameters()), list(student.parameters()), 1.0 - m)
+    return loss.item()
+
+
+def lightly_dino_step(trainer: Trainer) -> Callable[[list[Tensor]], float]:
+    """A training step after lightly's DINO example, on the trainer's backbone and head sizes.
+
+    Args:
+        trainer: supplies the architecture (backbone, head widths, K) and the device.
+
+    Returns:
+        A function of the views (the first two are the global ones) that runs one step and returns
+        the loss.
+
+    Raises:
+        ImportError: when lightly is not installed.
+    """
+    from lightly.loss import DINOLoss
+    from lightly.models.modules import DINOProjectionHead
+    from lightly.models.utils import deactivate_requires_grad, update_momentum
+
+    cfg, device = trainer.cfg, trainer.accelerator.device
+
+    class DINO(nn.Module):  # as in lightly's examples/pytorch/dino.py
+        def __init__(self, backbone: nn.Module, input_dim: int) -> None:
+            super().__init__()
+            self.student_backbone = backbone
+            self.student_head = DINOProjectionHead(
+                input_dim, cfg.hidden_dim, cfg.embed_dim, cfg.num_prototypes, freeze_last_layer=1
+            )
+            self.teacher_backbone = copy.deepcopy(backbone)
+            self.teacher_head = DINOProjectionHead(
+                input_dim, cfg.hidden_dim, cfg.embed_dim, cfg.num_prototypes
+            )
+            deactivate_requires_grad(self.teacher_backbone)
+            deactivate_requires_grad(self.teacher_head)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.student_head(self.student_backbone(x).flatten(start_dim=1))
+
+        def forward_teacher(self, x: Tensor) -> Tensor:
+            return self.teacher_head(self.teacher_backbone(x).flatten(start_dim=1))
+
+    backbone = copy.deepcopy(trainer.model.backbone)  # the same timm resnet18_small, num_classes=0
+    model = DINO(backbone, trainer.model.num_features).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    criterion = DINOLoss(output_dim=cfg.num_prototypes, warmup_teacher_temp_epochs=5)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    epoch = 10  # past the teacher-temperature warm-up and the frozen last layer
+
+    def step(views: list[Tensor]) -> float:
+        update_momentum(model.student_backbone, model.teacher_backbone, m=0.996)
+        update_momentum(model.student_head, model.teacher_head, m=0.996)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            teacher_out = [model.forward_teacher(v) for v in views[:2]]
+            student_out = [model.forward(v) for v in views]
+            loss = criterion(teacher_out, student_out, epoch=epoch)
+        loss.backward()
+        model.student_head.cancel_last_layer_gradients(current_epoch=epoch)
+        optimizer.step()
+        optimizer.zero_grad()
+        return loss.item()
+
+    return step
+
+
+def component_calls(trainer: Trainer, batch: int) -> dict[str, Callable[[], Any]]:
+    """The GMM update and the CARP loss alone, at the shapes of one step of ``trainer``."""
+    cfg, device = trainer.cfg, trainer.accelerator.device
+    gmm = OnlineGMM(cfg.num_prototypes, cfg.embed_dim).to(device)  # a copy: the trainer's stays untouched
+    h = F.normalize(torch.randn(2 * batch, cfg.embed_dim, device=device), dim=-1)  # 2 teacher views
+    student = [torch.randn(batch, cfg.num_prototypes, device=device, requires_grad=True) for _ in range(2)]
+    teacher = [torch.randn(batch, cfg.num_prototypes, device=device) for _ in range(2)]
+
+    def carp_loss() -> None:
+        trainer.criterion(student=student, teacher=teacher)["loss"].backward()
+
+    return {"gmm_update": lambda: gmm.update(h, beta=1.0), "carp_loss": carp_loss}
+
+
+def profile_step(trainer: Trainer, views: list[Tensor], top: int = 15) -> list[dict[str, Any]]:
+    """torch.profiler over one carp_dec step: the operators with the most self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.train_step([views])
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [
+        {
+            "op": e.key,
+            "self_cpu_ms": round(e.self_cpu_time_total / 1e3, 1),
+            "share": round(e.self_cpu_time_total / total, 3),
+            "calls": e.count,
+        }
+        for e in events[:top]
+    ]
+
+
+def markdown(record: dict[str, Any]) -> str:
+    """The docs section body: target table, step times, components, profile if any."""
+    s, r = record["settings"], record["results"]
+    rows = [
+        [
+            name,
+            f"≥ {target}",
+            f"{r['ratios'][name]:.3f}",
+            f"{r['best_round_ratios'][name]:.3f}",
+            verdict(r["ratios"][name] >= target),
+        ]
+        for name, target in TARGETS.items()
+        if name in r["ratios"]
+    ]
+    header = ["throughput ratio", "target", "median of paired rounds", "best round of each", ""]
+    parts = [table(header, rows)]
+    step_rows = [
+        [name, v["median_ms"], f"{v['min_ms']} - {v['max_ms']}", v["img_per_s"]]
+        for name, v in r["steps"].items()
+    ]
+    parts.append(table(["step", "median ms", "range ms", "images/s (median)"], step_rows))
+    comp = r["components"]
+    carp = r["steps"]["carp_dec"]["median_ms"]
+    parts.append(
+        table(
+            ["component (alone, same shapes)", "median ms", "share of a carp_dec step"],
+            [[name, v["median_ms"], f"{v['median_ms'] / carp:.1%}"] for name, v in comp.items()],
+        )
+    )
+    if r.get("lightly_error"):
+        parts.append(f"lightly could not be imported: `{r['lightly_error']}`.")
+    if r.get("profile"):
+        parts.append(
+            "Profile of one carp_dec step (top operators by self CPU time):\n\n"
+            + table(
+                ["operator", "self CPU ms", "share", "calls"],
+                [[p["op"], p["self_cpu_ms"], f"{p['share']:.1%}", p["calls"]] for p in r["profile"]],
+            )
+        )
+    parts.append(
+        f"K = {s['num_prototypes']}, batch {s['batch']}, {s['views']} global views of {s['img_size']} px, "
+        f"{s['rounds']} timed rounds after {s['warmup']} warm-up rounds. "
+        + run_note(record, COMMAND + (" --quick" if record["quick"] else ""))
+    )
+    return "\n\n".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="batch 64, 2 rounds: a smoke test of a few seconds"
+    )
+    parser.add_argument("--batch", type=int, default=None, help="images per view (default 256, quick 64)")
+    parser.add_argument("--num-prototypes", type=int, default=4096, help="K of carp_dec and of the DINO head")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 10, quick 2)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed rounds (default 2, quick 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--profile", action="store_true", help="profile a carp_dec step even if targets pass")
+    parser.add_argument("--out", default=str(RESULTS / "train.json"), help="where to write the JSON")
+    args = parser.parse_args()
+    batch = args.batch or (64 if args.quick else 256)
+    rounds = args.rounds or (2 if args.quick else 10)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run = Run("train", args.quick)
+    torch.manual_seed(0)
+
+    with tempfile.TemporaryDirectory() as out_dir:
+        trainer = build_trainer(args.num_prototypes, batch, out_dir)
+        views = fixed_views(trainer, batch)
+        calls: dict[str, Callable[[], Any]] = {
+            "carp_dec": lambda: trainer.train_step([views]),
+            "no_proto": lambda: no_prototype_step(trainer, views),
+        }
+        lightly_error = None
+        try:
+            lightly_step = lightly_dino_step(trainer)
+            calls["lightly_dino"] = lambda: lightly_step(views)
+        except ImportError as e:
+            lightly_error = str(e)
+            print(f"lightly could not be imported ({e}); timing without it")
+        components = component_calls(trainer, batch)
+        times = time_interleaved({**calls, **components}, rounds=rounds, warmup=warmup)
+
+        images = batch * len(views)
+        steps = {name: ms(times[name]) for name in calls}
+        for v in steps.values():  # throughput at the median step time
+            v["img_per_s"] = round(images / (v["median_ms"] / 1e3), 1)
+        others = [name for name in ("no_proto", "lightly_dino") if name in calls]
+        ratios = {f"carp_dec / {o}": round(paired_ratio(times[o], times["carp_dec"]), 4) for o in others}
+        best_ratios = {f"carp_dec / {o}": round(min(times[o]) / min(times["carp_dec"]), 4) for o in others}
+        missed = any(ratios[k] < t for k, t in TARGETS.items() if k in ratios)
+        profile = profile_step(trainer, views) if (missed or args.profile) else None
+
+    settings = {
+        "recipe": str(RECIPE.relative_to(ROOT)),
+        "method": "carp_dec",
+        "num_prototypes": args.num_prototypes,
+        "block_size": trainer.cfg.block_size,
+        "hidden_dim": trainer.cfg.hidden_dim,
+        "batch": batch,
+        "views": len(views),
+        "img_size": trainer.cfg.img_size,
+        "mixed_precision": trainer.cfg.mixed_precision,
+        "channels_last": trainer.cfg.channels_last,
+        "rounds": rounds,
+        "warmup": warmup,
+        "data_loading": "excluded: one fixed batch of real views made before timing",
+    }
+    results = {
+        "ratios": ratios,
+        "best_round_ratios": best_ratios,
+        "targets": TARGETS,
+        "steps": steps,
+        "components": {name: ms(times[name]) for name in components},
+        "raw_s": {name: [round(t, 4) for t in v] for name, v in times.items()},
+        "lightly_error": lightly_error,
+        "profile": profile,
+    }
+    record = run.write(args.out, settings, results=results)
+    print(markdown(record))
+
+
+if __name__ == "__main__":
+    main()
