@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import onnxruntime
 import torch
+from common import cpu_name
 
 from protozoo.config import ProtoConfig
 from protozoo.model import ProtoModel
@@ -40,17 +41,6 @@ from protozoo.onnx import OnnxModel, export_onnx
 
 BATCHES = (1, 64)
 BACKENDS = ("eager", "eager_cl", "ort")
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo, else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def backends(model: ProtoModel, onnx_model: OnnxModel, batch: int) -> dict[str, Callable[[], Any]]:
