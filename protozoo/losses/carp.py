@@ -98,7 +98,7 @@ class CARPLoss(nn.Module):
             perm = broadcast_(torch.randperm(k, device=student[0].device))
 
             def block_probs(logits: Tensor) -> Tensor:
-                blocks = logits.float()[:, perm].reshape(-1, k // nb, nb)  # (B, K/N_B, N_B)
+                blocks = logits.float().index_select(1, perm).reshape(-1, k // nb, nb)  # (B, K/N_B, N_B)
                 return blocks.softmax(dim=-1)
 
             p = torch.stack([block_probs(x) for x in student])  # (V_s, B, K/N_B, N_B)
