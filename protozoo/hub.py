@@ -6,8 +6,8 @@ The layout (architecture.md, "Checkpoint format"):
   ``timm.create_model("local-dir:<folder>")`` or ``("hf-hub:org/name", pretrained=True)`` loads it
   strictly (after ``import protozoo`` registers the small-image architectures).
 - ``head.safetensors``: the rest of the ProtoModel under its own key names: ``head.*`` (projection),
-  ``prototype_source.*`` (the online GMM's log π, μ, σ² and sufficient statistics A, S1, S2, or the
-  learnable weight) and, for a fine-tuned model, ``classifier.*``.
+  ``prototype_source.*`` (the online GMM's log π, μ, σ² and masses A, from which loading rebuilds
+  its running sums S1, S2; or the learnable weight) and, for a fine-tuned model, ``classifier.*``.
 - ``config.json``: timm's layout, written by timm's own ``save_config_for_hf`` (architecture,
   num_features, model_args, pretrained_cfg with input_size, mean, std, interpolation, crop_pct,
   license), plus a ``protozoo`` block: format_version, config (ProtoConfig), num_classes, dtype,
@@ -64,7 +64,10 @@ CHECKPOINT_FILES = ("model.safetensors", "head.safetensors", "config.json", "REA
 # written by protozoo export (the .data file only for graphs past 2 GB), published when present
 OPTIONAL_FILES = ("model.onnx", "model.onnx.data", "preprocessor.json")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_KEEP_FP32 = ("prototype_source.",)  # GMM statistics are sums over the whole run: never round them
+# The GMM's running sums S1 = A μ and S2 = A (σ² + μ²) are not published: OnlineGMM rebuilds them on
+# load. Its masses and log-weights stay fp32 (tiny); everything else is stored in the chosen dtype.
+_DERIVED = ("prototype_source.s1", "prototype_source.s2")
+_KEEP_FP32 = ("prototype_source.mass", "prototype_source.log_weights")
 _DOWNLOAD = ["config.json", "model.safetensors", "head.safetensors"]
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
@@ -92,8 +95,8 @@ def save_pretrained(
             ``perplexity``. Only the numbers present appear in the card.
         recipe: the resolved training config, shown as the card's recipe table.
         dtype: storage dtype of the backbone and head weights: "float32", "bfloat16" (half the
-            size; what the zoo ships) or "float16". The GMM state always stays fp32; load casts
-            everything back to fp32.
+            size; what the zoo ships) or "float16", GMM means and variances included (its masses
+            and log-weights stay fp32). Load casts everything back to fp32.
         name: the model's name for the card (title and ``hub_cards/<name>.yaml`` prose); default
             the folder's name. A zoo name makes the card's usage lines use the zoo name.
 
@@ -392,7 +395,7 @@ def _check_replaceable(folder: Path) -> None:
 def _write_checkpoint(model: ProtoModel, folder: Path, block: dict[str, Any], dtype: torch.dtype) -> None:
     state = model.state_dict()
     backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
-    rest = {k: v for k, v in state.items() if not k.startswith("backbone.")}
+    rest = {k: v for k, v in state.items() if not k.startswith("backbone.") and k not in _DERIVED}
     save_file(_storage(backbone, dtype), folder / "model.safetensors", metadata={"format": "pt"})
     save_file(_storage(rest, dtype), folder / "head.safetensors", metadata={"format": "pt"})
     c = model.config
@@ -411,7 +414,7 @@ def _write_checkpoint(model: ProtoModel, folder: Path, block: dict[str, Any], dt
 
 
 def _storage(state: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
-    """Detached CPU copies, floating tensors cast to dtype (the GMM state excepted)."""
+    """Detached CPU copies, floating tensors cast to dtype (the GMM's masses and log-weights excepted)."""
     cast = {
         k: v.to(dtype) if v.is_floating_point() and not k.startswith(_KEEP_FP32) else v
         for k, v in state.items()
@@ -498,7 +501,7 @@ def _load_folder(folder: Path) -> ProtoModel:
         folder / "model.safetensors",
     )
     _check_weights(
-        {k: v for k, v in expected.items() if not k.startswith("backbone.")},
+        {k: v for k, v in expected.items() if not k.startswith("backbone.") and k not in _DERIVED},
         head,
         folder / "head.safetensors",
     )

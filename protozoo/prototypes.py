@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +92,15 @@ class OnlineGMM(nn.Module):
         self.register_buffer("variances", var)  # σ²
         self.register_buffer("log_weights", torch.full((num_prototypes,), -math.log(num_prototypes)))  # log π
         self.register_buffer("initialized", torch.tensor(init == "random"))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """Load, rebuilding S1 = A μ and S2 = A (σ² + μ²) when a published checkpoint left them out."""
+        summary = all(prefix + k in state_dict for k in ("mass", "means", "variances"))
+        if summary and prefix + "s1" not in state_dict and prefix + "s2" not in state_dict:
+            mass = state_dict[prefix + "mass"].float()[:, None]
+            mu, var = state_dict[prefix + "means"].float(), state_dict[prefix + "variances"].float()
+            state_dict[prefix + "s1"], state_dict[prefix + "s2"] = mass * mu, mass * (var + mu**2)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     @property
     def weights(self) -> Tensor:
