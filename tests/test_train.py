@@ -64,6 +64,15 @@ def test_decoupled_prototypes_get_no_gradient_and_the_gmm_moves(tmp_path):
     assert all(not b.requires_grad for b in gmm.buffers())
 
 
+def test_long_tailed_final_eval_reports_knn_per_class_group(tmp_path):
+    trainer = Trainer(tiny(tmp_path, "long_tail=100", "max_steps=1", "final_eval=true", "eval_every=100"))
+    assert len(trainer.train_set) < 15_000  # 55 000 balanced images thinned to an exponential profile
+    trainer.fit()
+    final = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert final["split"] == "test" and list(final["knn_groups"]) == ["head", "medium", "tail"]
+    assert all(0.0 <= v <= 1.0 for v in final["knn_groups"].values())
+
+
 def _state(folder):
     ckpt = sorted((folder / "checkpoints").glob("step_*"))[-1]
     return load_file(ckpt / "model.safetensors"), load_file(ckpt / "teacher.safetensors")

@@ -1,11 +1,12 @@
 """The method comparison: same backbone, data, budget and seed; one table and one figure.
 
-    python -m train.compare --steps 1200 [--methods carp_dec carp ...] [--long-tail 100]
+    python -m train.compare --steps 1200 [--methods carp_dec carp ...] [--out runs/lt100 long_tail=100]
 
 Each method runs as ``python -m train`` in ``runs/compare/<method>`` (a finished run is reused, an
 interrupted one resumes), in its reference optimiser regime (REGIMES below). The table (unique
 prototypes at the four eps, usage perplexity, k-NN and linear-probe top-1 on the test split) and
-the unique-fraction-over-steps figure go to docs/results.md and docs/figures/.
+the unique-fraction-over-steps figure go to docs/tables/<out name>.md and
+docs/figures/<out name>_unique.png (docs/results.md discusses them).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def run(method: str, steps: int, out: Path, recipe: str, extra: list[str]) -> di
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the comparison and write docs/results.md, docs/figures/unique_over_steps.png and JSON."""
+    """Run the comparison; write its table, its figure and <out>/results.json."""
     parser = argparse.ArgumentParser(prog="python -m train.compare", description=__doc__)
     parser.add_argument("--methods", nargs="+", default=list(REGIMES), choices=list(REGIMES))
     parser.add_argument("--steps", type=int, default=1200, help="training steps per method (same for all)")
@@ -65,31 +66,29 @@ def main(argv: list[str] | None = None) -> None:
         for m, res in results.items()
     }
     (docs / "figures").mkdir(parents=True, exist_ok=True)
-    plot_unique_over_steps(
-        curves, docs / "figures" / "unique_over_steps.png", title="Unique prototypes (val)"
-    )
-    header = (
-        "| method | "
-        + " | ".join(f"unique@{e}" for e in EPS_GRID)
-        + " | perplexity/K | k-NN top-1 | linear top-1 |"
-    )
-    rows = [header, "|" + "---|" * (len(EPS_GRID) + 4)]
-    for m, res in results.items():
-        f = res["final"]
-        cells = [f"{f['unique'][str(e)]:.3f}" for e in EPS_GRID]
-        cells += [
-            f"{f['perplexity']:.3f}",
-            f"{f['knn_top1']:.4f}",
-            f"{f.get('linear_top1', float('nan')):.4f}",
-        ]
-        rows.append(f"| {m} | " + " | ".join(cells) + " |")
-    table = "\n".join(rows)
-    cmd = " ".join(
-        ["python -m train.compare", "--steps", str(args.steps), "--methods", *args.methods, *args.extra]
-    )
+    title = f"Unique prototypes (val), {out.name}"
+    plot_unique_over_steps(curves, docs / "figures" / f"{out.name}_unique.png", title=title)
+    table = results_table({m: r["final"] for m, r in results.items()})
+    cmd = " ".join(["python -m train.compare", "--steps", str(args.steps), "--out", str(out),
+                    "--methods", *args.methods, *args.extra])  # fmt: skip
     (out / "results.json").write_text(json.dumps({m: r["final"] for m, r in results.items()}, indent=2))
     print(table)
-    (docs / "results_table.md").write_text(f"<!-- written by `{cmd}` -->\n{table}\n")
+    (docs / "tables").mkdir(exist_ok=True)
+    (docs / "tables" / f"{out.name}.md").write_text(f"<!-- written by `{cmd}` -->\n{table}\n")
+
+
+def results_table(finals: dict[str, dict]) -> str:
+    """Markdown table of the final test metrics, with k-NN per class group for long-tailed runs."""
+    groups = next((list(f["knn_groups"]) for f in finals.values() if "knn_groups" in f), [])
+    header = ["method", *(f"unique@{e}" for e in EPS_GRID), "perplexity/K", "dead", "k-NN top-1"]
+    header += [f"k-NN {g}" for g in groups] + ["linear top-1"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for m, f in finals.items():
+        cells = [m, *(f"{f['unique'][str(e)]:.3f}" for e in EPS_GRID), f"{f['perplexity']:.3f}"]
+        cells += [f"{f['dead']:.3f}", f"{f['knn_top1']:.4f}"]
+        cells += [f"{f['knn_groups'][g]:.4f}" for g in groups] + [f"{f.get('linear_top1', float('nan')):.4f}"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

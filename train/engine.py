@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from protozoo.collapse import collapse_report, plot_unique_over_steps
-from protozoo.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_dataset
-from protozoo.eval import extract_features, knn_accuracy, knn_predict, linear_probe
+from protozoo.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_dataset, class_groups
+from protozoo.eval import extract_features, knn_accuracy, knn_predict, linear_probe, per_group_accuracy
 from protozoo.losses import CARPLoss, DINOLoss, KoLeoProtoLoss
 from protozoo.model import ProtoModel
 from protozoo.prototypes import OnlineGMM
@@ -247,14 +247,18 @@ class Trainer:
         """k-NN top-1 of the teacher's features and the collapse report of the prototypes.
 
         During training: a memory bank of ``eval_bank_size`` training images and the held-out
-        "val" split. At the end (``final``): the whole training set against the "test" split.
+        "val" split. At the end (``final``): the whole training set (long-tailed like the training
+        data when ``long_tail`` is set, with k-NN per head/medium/tail class group) against the
+        "test" split.
         """
         cfg, device = self.cfg, self.accelerator.device
         model = self.teacher
         if final:
-            bank_loader = self._eval_loader(
-                build_dataset(cfg.dataset, "trainval", transform=self.eval_tf, root=cfg.data_root)
-            )
+            bank_set = build_dataset(
+                cfg.dataset, "trainval", transform=self.eval_tf, root=cfg.data_root, long_tail=cfg.long_tail,
+                seed=cfg.seed,
+            )  # fmt: skip
+            bank_loader = self._eval_loader(bank_set)
             query_loader = self._eval_loader(
                 build_dataset(cfg.dataset, "test", transform=self.eval_tf, root=cfg.data_root)
             )
@@ -275,8 +279,11 @@ class Trainer:
         }
         if final:
             result["split"] = "test"
-            result["knn_preds"] = knn_predict(bank_f, bank_y, query_f).tolist()
-            result["labels"] = query_y.tolist()
+            preds = knn_predict(bank_f, bank_y, query_f)
+            result["knn_preds"], result["labels"] = preds.tolist(), query_y.tolist()
+            if cfg.long_tail:
+                groups = class_groups(torch.bincount(bank_set.targets))
+                result["knn_groups"] = per_group_accuracy(preds, query_y, groups)
             if cfg.linear_probe:
                 result["linear_top1"] = linear_probe(bank_f, bank_y, query_f, query_y)
         return result
