@@ -92,6 +92,19 @@ def test_chunking_matches_one_chunk():
         torch.testing.assert_close(getattr(b, name), value, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("sharp", [True, False], ids=["near-one-hot (sparse sums)", "spread (dense matmul)"])
+def test_statistics_equal_the_dense_weighted_sums(sharp):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 32, generator=g) * (400.0 if sharp else 1.0)
+    gamma, hh = logits.softmax(dim=1), torch.randn(64, 8, generator=g)
+    sparse = int((gamma > 1e-9).sum()) * hh.shape[1] <= gamma.numel()  # the rule _add_statistics uses
+    assert sparse == sharp
+    n, stats = torch.empty(32), torch.empty(32, 8)
+    OnlineGMM._add_statistics(gamma, hh, n, stats)
+    assert torch.allclose(n, gamma.sum(0), rtol=1e-5, atol=1e-7)
+    assert torch.allclose(stats, gamma.T @ hh, rtol=1e-5, atol=1e-6)
+
+
 def test_log_prob_matches_naive_gaussian():
     gmm = OnlineGMM(5, 3)
     gmm.update(F.normalize(torch.randn(20, 3), dim=1))
