@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from train.config import load_config
+from train.config import ANCHORS, load_config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,8 +24,13 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_config(args.config, args.overrides)
         from train.engine import Trainer
 
-        trainer = Trainer(cfg)
-    except (ValueError, FileNotFoundError) as e:
+        if cfg.method in ANCHORS:
+            from train.anchors import AnchorTrainer
+
+            trainer: Trainer = AnchorTrainer(cfg)
+        else:
+            trainer = Trainer(cfg)
+    except (ValueError, FileNotFoundError, ImportError) as e:
         parser.exit(2, f"python -m train: error: {e}\n")
     results = trainer.fit()
     if trainer.accelerator.is_main_process:
@@ -36,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"usage perplexity / K: {results.get('perplexity')}")
         split = results.get("eval_split")
         print(f"k-NN top-1 ({cfg.dataset} {split}): {results.get('knn_top1')}")
-        print(f"model written to {cfg.output_dir}/model")
+        if cfg.method not in ANCHORS:  # lightly's heads are not a ProtoModel: weights stay in checkpoints/
+            print(f"model written to {cfg.output_dir}/model")
 
 
 if __name__ == "__main__":

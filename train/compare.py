@@ -31,18 +31,40 @@ REGIMES: dict[str, list[str]] = {
         "teacher_temp_warmup_steps=300",
     ],
     "dino_dec": ["weight_decay=0.04", "weight_decay_end=0.4", "teacher_temp_warmup_steps=300"],
+    # Outside anchors (train/anchors.py). lightly's DINO in our dino's AdamW regime. lightly's SwAV in
+    # SwAV's own: LARS (trust 0.001), momentum 0.9, weight decay 1e-6, no gradient clipping, lr 0.6 per
+    # 256 images to 6e-4 (its small-batch setting, as in lightly's ImageNet benchmark; the Trainer
+    # scales lr linearly with batch_size), prototypes frozen early (its first epoch; 100 steps as dino).
+    "lightly_dino": [
+        "weight_decay=0.04",
+        "weight_decay_end=0.4",
+        "freeze_last_layer_steps=100",
+        "teacher_temp_warmup_steps=300",
+    ],
+    "lightly_swav": [
+        "optimizer=lars",
+        "lr=0.6",
+        "min_lr=6e-4",
+        "momentum=0.9",
+        "weight_decay=1e-6",
+        "weight_decay_end=1e-6",
+        "clip_grad=null",
+        "freeze_last_layer_steps=100",
+    ],
 }
 
 
 def run(method: str, steps: int, out: Path, recipe: str, extra: list[str]) -> dict:
     """Train one method (or reuse a finished run) and return its metrics lines."""
     folder = out / method
-    if not (folder / "model" / "config.json").exists():
+    metrics = folder / "metrics.jsonl"
+    last = metrics.read_text().splitlines()[-1:] if metrics.exists() else []
+    if not (last and json.loads(last[0]).get("final")):  # finished once the final test line is logged
         resume = ["resume=true"] if (folder / "checkpoints").exists() else []
         cmd = [sys.executable, "-m", "train", "--config", recipe, f"method={method}", f"max_steps={steps}",
                f"output_dir={folder}", "linear_probe=true", *REGIMES[method], *extra, *resume]  # fmt: skip
         subprocess.run(cmd, check=True)
-    lines = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in metrics.read_text().splitlines()]
     return {"evals": [r for r in lines if "unique" in r and not r.get("final")], "final": lines[-1]}
 
 

@@ -14,13 +14,15 @@ import yaml
 
 from protozoo.config import METHODS, ProtoConfig
 
+ANCHORS = ("lightly_dino", "lightly_swav")  # lightly's DINO and SwAV on our pipeline (train/anchors.py)
+
 
 @dataclass
 class TrainConfig:
     """One training run. Each comment says when to change the value."""
 
     # ---- model ----
-    method: str = "carp_dec"  # carp | carp_kp | carp_dec | dino | dino_dec
+    method: str = "carp_dec"  # carp | carp_kp | carp_dec | dino | dino_dec | ANCHORS
     backbone: str = "resnet18_small"  # any timm name; *_small / vit_*_patch4_28 for 28-32 px images
     num_prototypes: int = 1024  # K; must be a multiple of block_size for CARP
     embed_dim: int = 256  # D; DINO's bottleneck and CARP's output are 256
@@ -91,8 +93,10 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"Unknown method {self.method!r}; valid methods are {', '.join(METHODS)}")
+        if self.method not in METHODS + ANCHORS:
+            raise ValueError(
+                f"Unknown method {self.method!r}; valid methods are {', '.join(METHODS + ANCHORS)}"
+            )
         if self.optimizer not in ("adamw", "lars", "sgd"):
             raise ValueError(f"Unknown optimizer {self.optimizer!r}; valid choices are adamw, lars, sgd")
         if self.method.startswith("carp") and self.num_prototypes % self.block_size:
