@@ -254,11 +254,9 @@ class Trainer:
         cfg, device = self.cfg, self.accelerator.device
         model = self.teacher
         if final:
-            bank_set = build_dataset(
-                cfg.dataset, "trainval", transform=self.eval_tf, root=cfg.data_root, long_tail=cfg.long_tail,
-                seed=cfg.seed,
-            )  # fmt: skip
-            bank_loader = self._eval_loader(bank_set)
+            bank = build_dataset(cfg.dataset, "trainval", transform=self.eval_tf, root=cfg.data_root,
+                                 long_tail=cfg.long_tail, seed=cfg.seed)  # fmt: skip
+            bank_loader = self._eval_loader(bank)
             query_loader = self._eval_loader(
                 build_dataset(cfg.dataset, "test", transform=self.eval_tf, root=cfg.data_root)
             )
@@ -282,7 +280,7 @@ class Trainer:
             preds = knn_predict(bank_f, bank_y, query_f)
             result["knn_preds"], result["labels"] = preds.tolist(), query_y.tolist()
             if cfg.long_tail:
-                groups = class_groups(torch.bincount(bank_set.targets))
+                groups = class_groups(torch.bincount(bank_y))
                 result["knn_groups"] = per_group_accuracy(preds, query_y, groups)
             if cfg.linear_probe:
                 result["linear_top1"] = linear_probe(bank_f, bank_y, query_f, query_y)
