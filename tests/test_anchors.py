@@ -103,8 +103,10 @@ def test_compare_reads_finished_anchor_runs_without_rerunning(runs: Path, tmp_pa
     # a rerun would fail on the missing recipe
     compare.main(["--methods", *ANCHORS, "--steps", "4", "--out", str(runs), "--docs", str(tmp_path),
                   "--recipe", "nope.yaml"])  # fmt: skip
-    finals = json.loads((runs / "results.json").read_text())
-    assert list(finals) == list(ANCHORS) and all(f["final"] for f in finals.values())
+    saved = json.loads((tmp_path / "tables" / f"{runs.name}.json").read_text())
+    assert saved["command"].startswith("python -m train.compare --steps 4")
+    assert list(saved["runs"]) == list(ANCHORS) and all(r["final"]["final"] for r in saved["runs"].values())
+    assert all([e["step"] for e in r["evals"]] == [0, 2, 4] for r in saved["runs"].values())
     table = (tmp_path / "tables" / f"{runs.name}.md").read_text()
     assert "| lightly_dino |" in table and "| lightly_swav |" in table
 

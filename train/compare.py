@@ -73,7 +73,7 @@ def run(method: str, steps: int, out: Path, recipe: str, extra: list[str]) -> di
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the comparison; write its table, its figure and <out>/results.json."""
+    """Run the comparison; write its table, its figure and every evaluation as JSON beside the table."""
     parser = argparse.ArgumentParser(prog="python -m train.compare", description=__doc__)
     parser.add_argument("--methods", nargs="+", default=list(REGIMES), choices=list(REGIMES))
     parser.add_argument("--steps", type=int, default=1200, help="training steps per method (same for all)")
@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     table = results_table({m: r["final"] for m, r in results.items()})
     cmd = " ".join(["python -m train.compare", "--steps", str(args.steps), "--out", str(out),
                     "--methods", *args.methods, *args.extra])  # fmt: skip
-    (out / "results.json").write_text(json.dumps({m: r["final"] for m, r in results.items()}, indent=2))
     print(table)
     (docs / "tables").mkdir(exist_ok=True)
     (docs / "tables" / f"{out.name}.md").write_text(f"<!-- written by `{cmd}` -->\n{table}\n")
+    (docs / "tables" / f"{out.name}.json").write_text(json.dumps({"command": cmd, "runs": results}, indent=1))
 
 
 def results_table(finals: dict[str, dict]) -> str:
