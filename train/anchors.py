@@ -26,7 +26,6 @@ from torch import Tensor, nn
 from protozoo.model import ProtoModel, ProtoOutput, _same_size_groups
 from train.config import TrainConfig
 from train.engine import Trainer, cosine
-from train.lars import LARS
 
 try:
     from lightly.loss import DINOLoss, SwaVLoss
@@ -153,17 +152,7 @@ class AnchorTrainer(Trainer):
         if cfg.channels_last:
             student = student.to(memory_format=torch.channels_last)
         params = [p for p in student.parameters() if p.requires_grad]  # not DINO's fixed gain
-        groups: list[dict[str, Any]] = [
-            {"params": [p for p in params if p.ndim > 1]},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},  # biases and norms
-        ]
-        if cfg.optimizer == "adamw":
-            opt: torch.optim.Optimizer = torch.optim.AdamW(groups)
-        elif cfg.optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=0.0, momentum=cfg.momentum)
-        else:
-            opt = LARS(groups, momentum=cfg.momentum)
-        self.student, self.optimizer = acc.prepare(student, opt)
+        self.student, self.optimizer = acc.prepare(student, self._optimizer(params))
         if dino:  # the teacher starts as the student (weight norm cannot be deep-copied)
             teacher = LightlyDINO(copy.deepcopy(self.model.backbone), cfg)
             teacher.load_state_dict(self.model.state_dict())
@@ -189,15 +178,7 @@ class AnchorTrainer(Trainer):
 
     def train_step(self, micro_batches: list[list[Tensor]]) -> dict[str, float]:
         cfg, acc, s, anchor = self.cfg, self.accelerator, self.step, self.model
-        T = self.total_steps
-        lr = cosine(s, T, cfg.lr * cfg.batch_size / 256, cfg.min_lr, warmup=cfg.warmup_steps)
-        wd = cosine(s, T, cfg.weight_decay, cfg.weight_decay_end)
-        for i, group in enumerate(self.optimizer.param_groups):
-            group["lr"] = lr
-            group["weight_decay"] = wd if i == 0 else 0.0
-        teacher_temp = cosine(
-            s, T, cfg.teacher_temp, cfg.teacher_temp, cfg.teacher_temp_warmup_steps, cfg.teacher_temp_start
-        )
+        lr, teacher_temp = self._schedule()
         if isinstance(anchor, LightlySwAV):
             anchor.prototype_layer.normalize()  # back on the unit sphere each step (lightly's example)
         total = 0.0
@@ -232,7 +213,7 @@ class AnchorTrainer(Trainer):
         self.optimizer.zero_grad(set_to_none=True)
         logs = {"loss": total, "lr": lr}
         if isinstance(anchor, LightlyDINO):
-            logs["teacher_momentum"] = m = cosine(s, T, cfg.teacher_momentum, 1.0)
+            logs["teacher_momentum"] = m = cosine(s, self.total_steps, cfg.teacher_momentum, 1.0)
             update_momentum(anchor, self.teacher, m=m)  # teacher = EMA of the student
         self.step += 1
         return logs

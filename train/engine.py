@@ -166,18 +166,33 @@ class Trainer:
         else:
             self.criterion = DINOLoss(K, student_temp=cfg.student_temp, center_momentum=cfg.center_momentum)
         self.koleo = KoLeoProtoLoss() if cfg.method == "carp_kp" else None
-        decay = [p for p in student.parameters() if p.ndim > 1]  # no decay on biases and norms (DINO)
-        no_decay = [p for p in student.parameters() if p.ndim <= 1]
-        groups: list[dict[str, Any]] = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-        if cfg.optimizer == "adamw":
-            opt: torch.optim.Optimizer = torch.optim.AdamW(groups)
-        elif cfg.optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=0.0, momentum=cfg.momentum)
-        else:
-            opt = LARS(groups, momentum=cfg.momentum)
-        self.student, self.optimizer = acc.prepare(student, opt)
+        self.student, self.optimizer = acc.prepare(student, self._optimizer(list(student.parameters())))
         self.teacher = teacher.to(acc.device)
         self.criterion.to(acc.device)
+
+    def _optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        """cfg.optimizer over two groups: weight matrices (decayed), biases and norms (not, as DINO)."""
+        cfg = self.cfg
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+        if cfg.optimizer == "adamw":
+            return torch.optim.AdamW(groups)
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=0.0, momentum=cfg.momentum)
+        return LARS(groups, momentum=cfg.momentum)
+
+    def _schedule(self) -> tuple[float, float]:
+        """Put this step's lr and weight decay into the optimiser; return (lr, DINO teacher temperature)."""
+        cfg, s, T = self.cfg, self.step, self.total_steps
+        lr = cosine(s, T, cfg.lr * cfg.batch_size / 256, cfg.min_lr, warmup=cfg.warmup_steps)
+        wd = cosine(s, T, cfg.weight_decay, cfg.weight_decay_end)
+        for i, group in enumerate(self.optimizer.param_groups):
+            group["lr"] = lr
+            group["weight_decay"] = wd if i == 0 else 0.0
+        warm = cfg.teacher_temp_warmup_steps
+        return lr, cosine(s, T, cfg.teacher_temp, cfg.teacher_temp, warm, cfg.teacher_temp_start)
 
     @property
     def model(self) -> ProtoModel:
@@ -186,17 +201,9 @@ class Trainer:
 
     # ====== one iteration ======
     def train_step(self, micro_batches: list[list[Tensor]]) -> dict[str, float]:
-        cfg, acc, s = self.cfg, self.accelerator, self.step
-        T = self.total_steps
-        lr = cosine(s, T, cfg.lr * cfg.batch_size / 256, cfg.min_lr, warmup=cfg.warmup_steps)
-        wd = cosine(s, T, cfg.weight_decay, cfg.weight_decay_end)
-        for i, group in enumerate(self.optimizer.param_groups):
-            group["lr"] = lr
-            group["weight_decay"] = wd if i == 0 else 0.0
+        cfg, acc, s, T = self.cfg, self.accelerator, self.step, self.total_steps
+        lr, teacher_temp = self._schedule()
         beta = min(1.0, cfg.gmm_beta0 + (1 - cfg.gmm_beta0) * s / max(1, cfg.gmm_anneal_frac * T))
-        teacher_temp = cosine(
-            s, T, cfg.teacher_temp, cfg.teacher_temp, cfg.teacher_temp_warmup_steps, cfg.teacher_temp_start
-        )
         logs: dict[str, float] = {}
         for a, views in enumerate(micro_batches):
             views = [v.to(acc.device, non_blocking=True) for v in views]
