@@ -71,7 +71,7 @@ class TrainConfig:
     center_momentum: float = 0.9  # DINO
     # ---- online GMM (decoupled methods) ----
     gmm_eta: float = 1e-3  # forgetting per unit responsibility
-    gmm_beta0: float = 0.02  # E-step annealing start, rising to 1 (tuned on val: docs/results.md)
+    gmm_beta0: float = 0.5  # E-step annealing start, rising to 1 (tuned on val: docs/results.md)
     gmm_anneal_frac: float = 0.1  # fraction of training over which beta reaches 1
     gmm_var_floor: float = 1e-4
     gmm_init: str = "random"  # random | first_batch
