@@ -2,7 +2,7 @@
 
     python -m train.ship runs/dp-resnet18-fmnist/model dp-resnet18-fmnist
 
-The weights are stored in bfloat16 (the GMM state stays fp32) so each zoo model stays small; the
+The weights are stored in bfloat16 (the GMM masses stay fp32) so each zoo model stays small; the
 run's recipe and results travel along in config.json and the model card.
 """
 
