@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from abc import ABC, abstractmethod
 from contextlib import nullcontext
 from typing import Any
@@ -218,26 +217,5 @@ class AnchorTrainer(Trainer):
         self.step += 1
         return logs
 
-    def finish(self) -> dict[str, Any]:
-        """Final evaluation on the test split (metrics.jsonl, predictions.json); no model folder."""
-        cfg, acc = self.cfg, self.accelerator
-        results: dict[str, Any] = {}
-        if acc.is_main_process:
-            last = self.history[-1] if self.history else {}
-            if cfg.final_eval:
-                last = self.evaluate(final=True)
-                self.log(
-                    {k: v for k, v in last.items() if k not in ("knn_preds", "labels")} | {"final": True}
-                )
-                (self.out / "predictions.json").write_text(
-                    json.dumps({"preds": last["knn_preds"], "labels": last["labels"]})
-                )
-            results = {
-                "dataset": cfg.dataset,
-                "eval_split": "test" if cfg.final_eval else "val",
-                **{k: last.get(k) for k in ("knn_top1", "linear_top1", "unique", "perplexity")},
-                "steps": self.step,
-            }
-        acc.wait_for_everyone()
-        acc.end_training()
-        return results
+    def save_model(self, results: dict[str, Any]) -> None:
+        """No model folder: lightly's heads are not a ProtoModel (the weights stay in checkpoints/)."""

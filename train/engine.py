@@ -423,34 +423,33 @@ class Trainer:
 
     def finish(self) -> dict[str, Any]:
         """Final evaluation on the test split and the Hub-layout model folder under output_dir/model."""
-        from protozoo.hub import save_pretrained
-
         cfg, acc = self.cfg, self.accelerator
         results: dict[str, Any] = {}
         if acc.is_main_process:
             last = self.history[-1] if self.history else {}
             if cfg.final_eval:
-                final = self.evaluate(final=True)
+                last = self.evaluate(final=True)
                 self.log(
-                    {k: v for k, v in final.items() if k not in ("knn_preds", "labels")} | {"final": True}
+                    {k: v for k, v in last.items() if k not in ("knn_preds", "labels")} | {"final": True}
                 )
-                last = final
-            results = {
-                "dataset": cfg.dataset,
-                "eval_split": "test" if cfg.final_eval else "val",
-                "knn_top1": last.get("knn_top1"),
-                "linear_top1": last.get("linear_top1"),
-                "unique": last.get("unique"),
-                "perplexity": last.get("perplexity"),
-                "steps": self.step,
-            }
-            save_pretrained(
-                self.teacher, self.out / "model", results=results, recipe=cfg.to_dict(), name=cfg.name
-            )
-            if "knn_preds" in last:
                 (self.out / "predictions.json").write_text(
                     json.dumps({"preds": last["knn_preds"], "labels": last["labels"]})
                 )
+            results = {
+                "dataset": cfg.dataset,
+                "eval_split": "test" if cfg.final_eval else "val",
+                **{k: last.get(k) for k in ("knn_top1", "linear_top1", "unique", "perplexity")},
+                "steps": self.step,
+            }
+            self.save_model(results)
         acc.wait_for_everyone()
         acc.end_training()
         return results
+
+    def save_model(self, results: dict[str, Any]) -> None:
+        """Write the teacher as a Hub-layout folder under output_dir/model, with results for its card."""
+        from protozoo.hub import save_pretrained
+
+        save_pretrained(
+            self.teacher, self.out / "model", results=results, recipe=self.cfg.to_dict(), name=self.cfg.name
+        )
