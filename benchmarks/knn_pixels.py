@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from protozoo.data import load_fashion_mnist
 from protozoo.eval import knn_accuracy
+from protozoo.fashion_mnist import load_fashion_mnist
 
 
 def main() -> None:

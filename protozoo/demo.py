@@ -47,7 +47,7 @@ from torch import Tensor
 from protozoo import registry
 from protozoo.collapse import EPS_GRID, unique_fractions, usage
 from protozoo.config import ProtoConfig
-from protozoo.data import FASHION_MNIST_CLASSES, load_fashion_mnist
+from protozoo.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from protozoo.model import ProtoModel
 from protozoo.transforms import eval_transform
 

@@ -264,7 +264,13 @@ class MultiCropTransform:
 
 
 def multicrop_preset(
-    img_size: int, mean: Sequence[float], std: Sequence[float], in_chans: int, num_local: int = 0
+    img_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    in_chans: int,
+    num_local: int = 0,
+    global_scale: tuple[float, float] | None = None,
+    local_scale: tuple[float, float] | None = None,
 ) -> MultiCropTransform:
     """The multi-crop settings used for the zoo, scaled to the image size.
 
@@ -279,6 +285,8 @@ def multicrop_preset(
         std: per-channel std, in_chans values.
         in_chans: 1 or 3; RGB colour augmentations are used when 3.
         num_local: number of local views.
+        global_scale: (low, high) area fraction of the global crops, replacing the preset's.
+        local_scale: (low, high) area fraction of the local crops, replacing the preset's.
 
     Returns:
         The configured MultiCropTransform.
@@ -287,12 +295,19 @@ def multicrop_preset(
         ValueError: as MultiCropTransform.
     """
     if img_size <= 64:
-        local_size, global_scale, local_scale = round(img_size / 2), (0.3, 1.0), (0.1, 0.3)
+        local_size, preset_global, preset_local = round(img_size / 2), (0.3, 1.0), (0.1, 0.3)
     else:
-        local_size, local_scale = round(img_size * 96 / 224), (0.05, 0.4)
-        global_scale = (0.4, 1.0) if num_local else (0.14, 1.0)
+        local_size, preset_local = round(img_size * 96 / 224), (0.05, 0.4)
+        preset_global = (0.4, 1.0) if num_local else (0.14, 1.0)
     return MultiCropTransform(
-        img_size, local_size, num_local, global_scale, local_scale, mean=mean, std=std, in_chans=in_chans
+        img_size,
+        local_size,
+        num_local,
+        tuple(global_scale or preset_global),
+        tuple(local_scale or preset_local),
+        mean=mean,
+        std=std,
+        in_chans=in_chans,
     )
 
 

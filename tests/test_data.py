@@ -1,4 +1,4 @@
-"""Tests for protozoo.data: IDX parsing, Fashion-MNIST loading, splits, long tail, build_dataset."""
+"""Tests for protozoo.data and protozoo.fashion_mnist: IDX files, loading, splits, long tail, datasets."""
 
 from __future__ import annotations
 
@@ -10,19 +10,21 @@ import pytest
 import torch
 from PIL import Image
 
-from protozoo import data
+from protozoo import data, fashion_mnist
 from protozoo.data import (
+    ImageTensorDataset,
+    build_dataset,
+    class_groups,
+    long_tailed_indices,
+    train_val_split,
+)
+from protozoo.fashion_mnist import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DIR,
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
-    ImageTensorDataset,
-    build_dataset,
-    class_groups,
     load_fashion_mnist,
-    long_tailed_indices,
     read_idx,
-    train_val_split,
 )
 
 HAVE_FMNIST = (Path(FASHION_MNIST_DIR) / "train-images-idx3-ubyte.gz").is_file()
@@ -105,17 +107,17 @@ def test_download_verifies_checksums(tmp_path: Path, good: bool) -> None:
     md5 = hashlib.md5(source.read_bytes()).hexdigest()
     dest = tmp_path / "out" / "train-labels-idx1-ubyte.gz"
     if good:
-        data._download(source.as_uri(), dest, sha256, md5)
+        fashion_mnist._download(source.as_uri(), dest, sha256, md5)
         assert dest.read_bytes() == source.read_bytes()
     else:
         with pytest.raises(ValueError, match=r"checksum mismatch for file://.*nothing was written"):
-            data._download(source.as_uri(), dest, sha256, md5)
+            fashion_mnist._download(source.as_uri(), dest, sha256, md5)
     assert sorted(p.name for p in dest.parent.iterdir()) == ([dest.name] if good else [])  # no temp file
 
 
 def test_download_failure_is_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"could not download file://.*apt-get install"):
-        data._download((tmp_path / "absent.gz").as_uri(), tmp_path / "x.gz", "0" * 64, "0" * 32)
+        fashion_mnist._download((tmp_path / "absent.gz").as_uri(), tmp_path / "x.gz", "0" * 64, "0" * 32)
 
 
 @needs_fmnist

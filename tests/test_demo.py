@@ -23,7 +23,6 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 from protozoo import ProtoConfig, ProtoModel, registry  # noqa: E402
 from protozoo.collapse import EPS_GRID  # noqa: E402
-from protozoo.data import FASHION_MNIST_CLASSES, load_fashion_mnist  # noqa: E402
 from protozoo.demo import (  # noqa: E402
     GALLERY_LEN,
     NUM_NEIGHBOURS,
@@ -33,6 +32,7 @@ from protozoo.demo import (  # noqa: E402
     open_upload,
     prepare_image,
 )
+from protozoo.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist  # noqa: E402
 from protozoo.hub import save_pretrained  # noqa: E402
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

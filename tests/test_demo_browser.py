@@ -27,8 +27,8 @@ sync_api = pytest.importorskip(
 )
 
 from protozoo import ProtoConfig, ProtoModel  # noqa: E402
-from protozoo.data import load_fashion_mnist  # noqa: E402
 from protozoo.demo import launch  # noqa: E402
+from protozoo.fashion_mnist import load_fashion_mnist  # noqa: E402
 from protozoo.hub import save_pretrained  # noqa: E402
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from protozoo.config import ProtoConfig
-from protozoo.data import FASHION_MNIST_DIR, load_fashion_mnist
+from protozoo.fashion_mnist import FASHION_MNIST_DIR, load_fashion_mnist
 from protozoo.model import ProtoModel
 from protozoo.onnx import OnnxModel, export_onnx
 

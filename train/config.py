@@ -42,6 +42,8 @@ class TrainConfig:
     std: list[float] | None = None
     crop_pct: float = 1.0  # eval centre-crop fraction; 0.875 for ImageNet-style folders
     num_local_crops: int = 0  # DINO-style small crops; more crops help but cost time
+    global_crops_scale: list[float] | None = None  # [low, high] area; None: preset (0.3, 1 at 28 px)
+    local_crops_scale: list[float] | None = None  # [low, high] area; None: preset (0.1, 0.3 at 28 px)
     long_tail: float | None = None  # imbalance factor for a long-tailed training set (e.g. 100)
     num_workers: int = 0  # data-loading processes; 0 keeps resume bit-exact on CPU
     # ---- optimisation ----

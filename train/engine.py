@@ -28,8 +28,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from protozoo.collapse import collapse_report, plot_unique_over_steps
-from protozoo.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_dataset, class_groups
+from protozoo.data import build_dataset, class_groups
 from protozoo.eval import extract_features, knn_accuracy, knn_predict, linear_probe, per_group_accuracy
+from protozoo.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from protozoo.losses import CARPLoss, DINOLoss, KoLeoProtoLoss
 from protozoo.model import ProtoModel
 from protozoo.prototypes import OnlineGMM
@@ -104,7 +105,15 @@ class Trainer:
     def _build_data(self) -> None:
         cfg = self.cfg
         mean, std = cfg.mean or (), cfg.std or ()
-        train_tf = multicrop_preset(cfg.img_size, mean, std, cfg.in_chans, num_local=cfg.num_local_crops)
+        train_tf = multicrop_preset(
+            cfg.img_size,
+            mean,
+            std,
+            cfg.in_chans,
+            num_local=cfg.num_local_crops,
+            global_scale=cfg.global_crops_scale,
+            local_scale=cfg.local_crops_scale,
+        )
         eval_tf = eval_transform(cfg.img_size, mean, std, cfg.in_chans, cfg.crop_pct)
         root, lt = cfg.data_root, cfg.long_tail
         train = build_dataset(
