@@ -34,6 +34,7 @@ class ProtoConfig:
     gmm_eta: float = 1e-3  # online GMM forgetting per unit of responsibility
     gmm_var_floor: float = 1e-4  # lower bound on GMM variances
     gmm_init: str = "random"  # GMM means: "random" unit vectors or "first_batch" teacher features + noise
+    gmm_reseed_every: int = 0  # restart dead GMM components every this many updates; 0: never (the paper)
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm kwargs, e.g. drop_path_rate
 
     def __post_init__(self) -> None:

@@ -92,6 +92,7 @@ class ProtoModel(nn.Module):
                 eta=config.gmm_eta,
                 var_floor=config.gmm_var_floor,
                 init=config.gmm_init,
+                reseed_every=config.gmm_reseed_every,
             )
         else:
             self.prototype_source = LearnablePrototypes(config.num_prototypes, config.embed_dim)

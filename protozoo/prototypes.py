@@ -44,6 +44,11 @@ class OnlineGMM(nn.Module):
             batch's embeddings, recycled when K > B, plus noise).
         init_noise: standard deviation of the noise added to first-batch means.
         chunk_size: components per chunk in the E-step; bounds memory at B × chunk_size.
+        reseed_every: every this many updates, components that got less than ``reseed_min_mass``
+            responsibility since the last check restart at the batch's worst-explained embeddings
+            with the mean mass and variance of the live components (as k-means relocates empty
+            clusters); 0 never reseeds, as in the paper.
+        reseed_min_mass: the responsibility below which a component counts as dead.
 
     Example:
         >>> gmm = OnlineGMM(num_prototypes=64, dim=16)
@@ -61,6 +66,8 @@ class OnlineGMM(nn.Module):
     variances: Tensor  # (K, d) σ²
     log_weights: Tensor  # (K,) log π
     initialized: Tensor  # () bool
+    recent_mass: Tensor  # (K,) responsibility since the last reseed check
+    num_updates: Tensor  # () int64
 
     def __init__(
         self,
@@ -71,6 +78,8 @@ class OnlineGMM(nn.Module):
         init: str = "random",
         init_noise: float = 0.02,
         chunk_size: int = 4096,
+        reseed_every: int = 0,
+        reseed_min_mass: float = 1.0,
     ) -> None:
         super().__init__()
         if num_prototypes < 1 or dim < 1:
@@ -81,7 +90,10 @@ class OnlineGMM(nn.Module):
             raise ValueError(f"Unknown init {init!r}; valid choices are 'random' and 'first_batch'")
         self.num_prototypes, self.dim = num_prototypes, dim
         self.eta, self.var_floor, self.init = eta, var_floor, init
+        if reseed_every < 0:
+            raise ValueError(f"reseed_every must be >= 0 (0 never reseeds), got {reseed_every}")
         self.init_noise, self.chunk_size = init_noise, chunk_size
+        self.reseed_every, self.reseed_min_mass = reseed_every, reseed_min_mass
         mu = F.normalize(torch.randn(num_prototypes, dim), dim=1)
         var = torch.full((num_prototypes, dim), 1.0 / dim)
         # One pseudo-count of mass per component, so the statistics describe the initial guess.
@@ -92,14 +104,20 @@ class OnlineGMM(nn.Module):
         self.register_buffer("variances", var)  # σ²
         self.register_buffer("log_weights", torch.full((num_prototypes,), -math.log(num_prototypes)))  # log π
         self.register_buffer("initialized", torch.tensor(init == "random"))
+        self.register_buffer("recent_mass", torch.zeros(num_prototypes))
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        """Load, rebuilding S1 = A μ and S2 = A (σ² + μ²) when a published checkpoint left them out."""
+        """Load, rebuilding what a published checkpoint leaves out: S1 = A μ, S2 = A (σ² + μ²), and the
+        reseeding counters (which restart from zero)."""
         summary = all(prefix + k in state_dict for k in ("mass", "means", "variances"))
         if summary and prefix + "s1" not in state_dict and prefix + "s2" not in state_dict:
             mass = state_dict[prefix + "mass"].float()[:, None]
             mu, var = state_dict[prefix + "means"].float(), state_dict[prefix + "variances"].float()
             state_dict[prefix + "s1"], state_dict[prefix + "s2"] = mass * mu, mass * (var + mu**2)
+        if summary:
+            for key in ("recent_mass", "num_updates"):
+                state_dict.setdefault(prefix + key, torch.zeros_like(getattr(self, key)))
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     @property
@@ -180,6 +198,11 @@ class OnlineGMM(nn.Module):
             self.s1.mul_(a[:, None]).add_(s1)
             self.s2.mul_(a[:, None]).add_(s2)
             self._m_step()
+            if self.reseed_every:
+                self.recent_mass.add_(n)
+                self.num_updates.add_(1)
+                if int(self.num_updates) % self.reseed_every == 0:
+                    self._reseed(h)
 
     @staticmethod
     def _add_statistics(gamma: Tensor, hh: Tensor, n: Tensor, stats: Tensor) -> None:
@@ -217,6 +240,24 @@ class OnlineGMM(nn.Module):
         self._m_step()
         self.initialized.fill_(True)
 
+    def _reseed(self, h: Tensor) -> None:
+        """Restart each dead component (recent mass below the minimum) at one of the batch's embeddings,
+        the least likely under the mixture first, with the mean mass and variance of the live ones."""
+        live = self.recent_mass >= self.reseed_min_mass
+        dead = (~live).nonzero().squeeze(1)
+        self.recent_mass.zero_()
+        if len(dead) == 0 or not live.any():
+            return
+        loglik = torch.stack([lp.logsumexp(1) for _, lp in self._log_prob_chunks(h)]).logsumexp(0)  # (B,)
+        rows = loglik.argsort()[: len(dead)]
+        dead, mu = dead[: len(rows)], h[rows]  # more dead than rows: the rest wait for the next check
+        broadcast_(mu)
+        mass, var = self.mass[live].mean(), self.variances[live].mean(0)
+        self.mass[dead] = mass
+        self.s1[dead] = mass * mu
+        self.s2[dead] = mass * (var + mu**2)
+        self._m_step()
+
     def _check(self, h: Tensor) -> Tensor:
         if not isinstance(h, Tensor) or h.dim() != 2 or h.shape[1] != self.dim or h.shape[0] == 0:
             shape = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
@@ -231,7 +272,10 @@ class OnlineGMM(nn.Module):
         return h
 
     def extra_repr(self) -> str:
-        return f"num_prototypes={self.num_prototypes}, dim={self.dim}, eta={self.eta}, init={self.init!r}"
+        return (
+            f"num_prototypes={self.num_prototypes}, dim={self.dim}, eta={self.eta}, init={self.init!r}, "
+            f"reseed_every={self.reseed_every}"
+        )
 
 
 class LearnablePrototypes(nn.Module):

@@ -124,7 +124,7 @@ def test_update_inside_bf16_autocast_stays_fp32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         h = torch.nn.Linear(8, 8)(torch.randn(32, 8))
         gmm.update(F.normalize(h, dim=1))
-    assert all(v.dtype in (torch.float32, torch.bool) for v in gmm.state_dict().values())
+    assert all(v.dtype in (torch.float32, torch.bool, torch.long) for v in gmm.state_dict().values())
 
 
 def test_state_round_trips_through_safetensors(tmp_path):
@@ -135,6 +135,47 @@ def test_state_round_trips_through_safetensors(tmp_path):
     other.load_state_dict(load_file(tmp_path / "gmm.safetensors"))
     torch.testing.assert_close(other.prototypes, gmm.prototypes)
     assert bool(other.initialized)
+
+
+def _cone(n: int, d: int) -> torch.Tensor:
+    """Embeddings crowded around one direction, as a teacher's are: most random means never win one."""
+    x = torch.randn(n, d)
+    x[:, 0] += 4
+    return F.normalize(x, dim=1)
+
+
+def test_reseeding_brings_dead_components_to_life():
+    used = {}
+    for every in (0, 10):
+        torch.manual_seed(1)
+        gmm = OnlineGMM(256, 32, reseed_every=every)
+        for _ in range(300):
+            gmm.update(_cone(256, 32))
+        used[every] = gmm.responsibilities(_cone(4096, 32)).argmax(1).unique().numel()
+        assert torch.isfinite(gmm.means).all() and torch.isfinite(gmm.log_weights).all()
+    assert used[10] > 1.5 * used[0], used
+
+
+def test_reseeded_components_start_at_batch_embeddings_as_typical_live_ones():
+    torch.manual_seed(0)
+    gmm = OnlineGMM(64, 8, reseed_every=1)
+    h = _cone(128, 8)
+    gmm.update(h)
+    moved = gmm.mass > 1.0 + 1e-6  # live or reseeded: every component left its unit pseudo-count
+    assert moved.all()
+    reseeded = (gmm.means[:, None] - h[None]).norm(dim=2).amin(1) < 1e-5  # a mean sitting on an embedding
+    assert reseeded.sum() > 32
+    assert int(gmm.num_updates) == 1 and (gmm.recent_mass == 0).all()
+
+
+def test_published_state_without_reseed_counters_loads():
+    gmm = OnlineGMM(16, 4, reseed_every=5)
+    gmm.update(F.normalize(torch.randn(8, 4), dim=1))
+    state = {k: v for k, v in gmm.state_dict().items() if k not in ("s1", "s2", "recent_mass", "num_updates")}
+    other = OnlineGMM(16, 4, reseed_every=5)
+    other.load_state_dict(state)
+    torch.testing.assert_close(other.s1, gmm.s1)
+    assert int(other.num_updates) == 0
 
 
 def test_no_gradient_reaches_the_gmm():
@@ -165,6 +206,7 @@ def test_bad_embeddings_raise(h, match):
         ({"eta": 0.0}, "eta must lie"),
         ({"init": "kmeans"}, "Unknown init 'kmeans'"),
         ({"num_prototypes": 0}, ">= 1"),
+        ({"reseed_every": -1}, "reseed_every must be >= 0"),
     ],
 )
 def test_bad_settings_raise(kwargs, match):

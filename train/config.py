@@ -77,6 +77,7 @@ class TrainConfig:
     gmm_anneal_frac: float = 0.1  # fraction of training over which beta reaches 1
     gmm_var_floor: float = 1e-4
     gmm_init: str = "random"  # random | first_batch
+    gmm_reseed_every: int = 0  # restart components dead for this many steps at poorly explained embeddings
     # ---- evaluation, logging, checkpoints ----
     eval_every: int = 200  # steps between k-NN + collapse evaluations (also at each epoch end)
     eval_bank_size: int = 10000  # training images in the k-NN memory bank during training
@@ -128,6 +129,7 @@ class TrainConfig:
             gmm_eta=self.gmm_eta,
             gmm_var_floor=self.gmm_var_floor,
             gmm_init=self.gmm_init,
+            gmm_reseed_every=self.gmm_reseed_every,
             backbone_kwargs=self.backbone_kwargs,
         )
 
