@@ -6,7 +6,8 @@ model, including ``pretrained=True`` from ``hf-hub:`` and ``local-dir:`` checkpo
 - ``resnet18_small`` / ``resnet50_small``: timm's ResNet with a 3×3 stride-2 stem conv and no
   max-pool (28 px → 14 px after the stem instead of 7 px), the usual stage layout.
 - ``vit_tiny_patch4_28`` / ``vit_small_patch4_32`` …: timm's ViT with 4×4 patches at the native
-  size of the small datasets (28 px → 49 tokens, 32 px → 64 tokens).
+  size of the small datasets (28 px → 49 tokens, 32 px → 64 tokens); ``vit_tiny_patch7_28`` has
+  7×7 patches (16 tokens) for a third of the compute.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ default_cfgs = generate_default_cfgs(
         "resnet18_small.untrained": _cfg(),
         "resnet50_small.untrained": _cfg(),
         "vit_tiny_patch4_28.untrained": _vit_cfg(input_size=(1, 28, 28)),
+        "vit_tiny_patch7_28.untrained": _vit_cfg(input_size=(1, 28, 28)),
         "vit_tiny_patch4_32.untrained": _vit_cfg(),
         "vit_small_patch4_32.untrained": _vit_cfg(),
     }
@@ -92,6 +94,13 @@ def vit_tiny_patch4_28(pretrained: bool = False, **kwargs: Any) -> VisionTransfo
     """ViT-Tiny, 4×4 patches at 28 px (49 tokens), one input channel by default."""
     args = dict(img_size=28, patch_size=4, embed_dim=192, depth=12, num_heads=3)
     return _vit("vit_tiny_patch4_28", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def vit_tiny_patch7_28(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """ViT-Tiny, 7×7 patches at 28 px (16 tokens): about a third of the patch-4 model's compute."""
+    args = dict(img_size=28, patch_size=7, embed_dim=192, depth=12, num_heads=3)
+    return _vit("vit_tiny_patch7_28", pretrained, **dict(args, **kwargs))
 
 
 @register_model

@@ -43,7 +43,7 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry(
             "dp-vit-tiny-fmnist",
             "protozoo/dp-vit-tiny-fmnist",
-            "ViT-Tiny (4x4 patches, 28 px), CARP with decoupled GMM prototypes, Fashion-MNIST",
+            "ViT-Tiny (7x7 patches, 28 px), CARP with decoupled GMM prototypes, Fashion-MNIST",
         ),
     )
 }
