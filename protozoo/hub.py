@@ -1,21 +1,8 @@
 """Save, load and publish protozoo checkpoints: one Hub-layout folder is one Hub repo.
 
-The layout (architecture.md, "Checkpoint format"):
-
-- ``model.safetensors``: the backbone's state dict alone, under timm's key names, so that
-  ``timm.create_model("local-dir:<folder>")`` or ``("hf-hub:org/name", pretrained=True)`` loads it
-  strictly (after ``import protozoo`` registers the small-image architectures).
-- ``head.safetensors``: the rest of the ProtoModel under its own key names: ``head.*`` (projection),
-  ``prototype_source.*`` (the online GMM's log π, μ, σ² and masses A, from which loading rebuilds
-  its running sums S1, S2; or the learnable weight) and, for a fine-tuned model, ``classifier.*``.
-- ``config.json``: timm's layout, written by timm's own ``save_config_for_hf`` (architecture,
-  num_features, model_args, pretrained_cfg with input_size, mean, std, interpolation, crop_pct,
-  license), plus a ``protozoo`` block: format_version, config (ProtoConfig), num_classes, dtype,
-  recipe and results.
-- ``README.md``: the model card (:mod:`protozoo.card`). ``model.onnx`` and ``preprocessor.json``
-  (``protozoo export``) are published with the rest when present.
-
-No pickle anywhere, and loading is strict: every key and shape must match.
+This module resolves zoo names, Hub ids and folders, downloads from and uploads to the Hub, and
+reads prototype matrices; the folder's files and their strict reading live in
+:mod:`protozoo.checkpoint`.
 """
 
 from __future__ import annotations
@@ -32,14 +19,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from timm.models._hub import save_config_for_hf
 from torch import Tensor, nn
 
 from protozoo import __version__, registry
 from protozoo.card import render_card
-from protozoo.config import ProtoConfig
+from protozoo.checkpoint import (
+    CHECKPOINT_FILES,
+    DTYPES,
+    FORMAT_VERSION,
+    OPTIONAL_FILES,
+    _check_replaceable,
+    _load_folder,
+    _read_config,
+    _read_weights,
+    _swap_in,
+    _write_checkpoint,
+)
 from protozoo.model import ProtoModel
 from protozoo.registry import format_zoo_table, list_models
 
@@ -59,16 +54,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when the layout changes; load refuses versions it does not know
-CHECKPOINT_FILES = ("model.safetensors", "head.safetensors", "config.json", "README.md")
-# written by protozoo export (the .data file only for graphs past 2 GB), published when present
-OPTIONAL_FILES = ("model.onnx", "model.onnx.data", "preprocessor.json")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# The GMM's running sums S1 = A μ and S2 = A (σ² + μ²) and its reseeding counters are not published:
-# OnlineGMM rebuilds them on load. Its masses and log-weights stay fp32 (tiny); everything else is
-# stored in the chosen dtype.
-_DERIVED = tuple(f"prototype_source.{k}" for k in ("s1", "s2", "recent_mass", "num_updates"))
-_KEEP_FP32 = ("prototype_source.mass", "prototype_source.log_weights")
 _DOWNLOAD = ["config.json", "model.safetensors", "head.safetensors"]
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
@@ -381,63 +366,6 @@ def load_prototypes(source: str | Path, key: str | None = None) -> Tensor:
     return tensors.float()
 
 
-def _check_replaceable(folder: Path) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{str(folder)!r} is a file; save_pretrained writes a folder")
-    if folder.is_dir():
-        foreign = sorted(p.name for p in folder.iterdir() if p.name not in CHECKPOINT_FILES + OPTIONAL_FILES)
-        if foreign:
-            raise ValueError(
-                f"{str(folder)!r} holds files that are not part of a checkpoint ({', '.join(foreign[:5])}); "
-                "saving replaces the whole folder, so pass a new or empty folder"
-            )
-
-
-def _write_checkpoint(model: ProtoModel, folder: Path, block: dict[str, Any], dtype: torch.dtype) -> None:
-    state = model.state_dict()
-    backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
-    rest = {k: v for k, v in state.items() if not k.startswith("backbone.") and k not in _DERIVED}
-    save_file(_storage(backbone, dtype), folder / "model.safetensors", metadata={"format": "pt"})
-    save_file(_storage(rest, dtype), folder / "head.safetensors", metadata={"format": "pt"})
-    c = model.config
-    save_config_for_hf(
-        model.backbone,
-        str(folder / "config.json"),
-        model_config={"pretrained_cfg": {"license": "apache-2.0"}, "protozoo": block},
-        data_config={
-            "input_size": (c.in_chans, c.img_size, c.img_size),
-            "mean": c.mean,
-            "std": c.std,
-            "interpolation": c.interpolation,
-            "crop_pct": c.crop_pct,
-        },
-    )
-
-
-def _storage(state: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
-    """Detached CPU copies, floating tensors cast to dtype (the GMM's masses and log-weights excepted)."""
-    cast = {
-        k: v.to(dtype) if v.is_floating_point() and not k.startswith(_KEEP_FP32) else v
-        for k, v in state.items()
-    }
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in cast.items()}
-
-
-def _swap_in(tmp: Path, folder: Path) -> None:
-    """Rename the finished tmp folder to folder; an existing folder is moved aside first."""
-    if not folder.exists():
-        tmp.rename(folder)
-        return
-    old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
-    folder.rename(old)
-    try:
-        tmp.rename(folder)
-    except BaseException:
-        old.rename(folder)
-        raise
-    shutil.rmtree(old)
-
-
 def _download(
     repo_id: str,
     revision: str | None,
@@ -481,114 +409,6 @@ def _download(
             "if the repo is private"
         ) from e
     return Path(folder)
-
-
-def _load_folder(folder: Path) -> ProtoModel:
-    config_path = folder / "config.json"
-    block = _read_config(config_path)["protozoo"]
-    num_classes = block.get("num_classes", 0)
-    try:
-        if type(num_classes) is not int or num_classes < 0:
-            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
-        model = ProtoModel(ProtoConfig.from_dict(block["config"]), num_classes=num_classes)
-    except (ValueError, TypeError, KeyError) as e:
-        raise ValueError(f"{config_path}: invalid protozoo block ({e}); re-save the checkpoint") from e
-    backbone = _read_weights(folder / "model.safetensors")
-    head = _read_weights(folder / "head.safetensors")
-    expected = model.state_dict()
-    _check_weights(
-        {k.removeprefix("backbone."): v for k, v in expected.items() if k.startswith("backbone.")},
-        backbone,
-        folder / "model.safetensors",
-    )
-    _check_weights(
-        {k: v for k, v in expected.items() if not k.startswith("backbone.") and k not in _DERIVED},
-        head,
-        folder / "head.safetensors",
-    )
-    model.load_state_dict({**{f"backbone.{k}": v for k, v in backbone.items()}, **head}, strict=True)
-    return model
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{str(path.parent)!r} has no config.json, so it is not a protozoo model folder "
-            f"(expected {', '.join(CHECKPOINT_FILES)})"
-        )
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(
-            f"{path} is not valid JSON ({e}): it is corrupt or truncated; re-download or re-save it"
-        ) from e
-    block = config.get("protozoo") if isinstance(config, dict) else None
-    if not isinstance(block, dict):
-        raise ValueError(
-            f"{path} has no 'protozoo' block, so it is not a protozoo checkpoint; a plain timm checkpoint "
-            f"loads with timm.create_model('local-dir:{path.parent}', pretrained=True)"
-        )
-    version = block.get("format_version")
-    if type(version) is not int or version != FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: unknown protozoo checkpoint format_version {version!r}; protozoo {__version__} "
-            f"reads format_version {FORMAT_VERSION}. Upgrade protozoo (pip install -U protozoo) "
-            "or re-save the checkpoint"
-        )
-    arch = (block.get("config") or {}).get("architecture")
-    if config.get("architecture") != arch:
-        raise ValueError(
-            f"{path}: architecture {config.get('architecture')!r} disagrees with "
-            f"protozoo.config.architecture {arch!r}; the file was edited or mixed from two checkpoints"
-        )
-    return config
-
-
-def _read_weights(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; a protozoo folder holds {', '.join(CHECKPOINT_FILES)}")
-    try:
-        return load_file(path, device="cpu")
-    except SafetensorError as e:
-        raise ValueError(
-            f"{path} is not a readable safetensors file ({e}): it is corrupt or truncated; "
-            "re-download it (delete it from the cache) or re-save the model"
-        ) from e
-
-
-def _check_weights(expected: dict[str, Tensor], found: dict[str, Tensor], path: Path) -> None:
-    """Strict key, shape and kind check, naming every mismatch (load_state_dict's own error is terse)."""
-    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
-    both = sorted(set(expected) & set(found))
-    shapes = [
-        f"{k}: file {tuple(found[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in both
-        if found[k].shape != expected[k].shape
-    ]
-    kinds = [
-        f"{k}: file {found[k].dtype} vs model {expected[k].dtype}"
-        for k in both
-        if found[k].is_floating_point() != expected[k].is_floating_point()
-    ]
-    problems = [
-        f"{label} {_few(items)}"
-        for label, items in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("wrong shapes", shapes),
-            ("wrong dtypes", kinds),
-        )
-        if items
-    ]
-    if problems:
-        raise ValueError(
-            f"{path} does not match the model its config.json describes: {'; '.join(problems)}. "
-            "The weights and config.json come from different checkpoints; re-save or re-download the folder"
-        )
-
-
-def _few(items: list[str], limit: int = 8) -> str:
-    return ", ".join(items[:limit]) + (f" ... and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _check_repo_id(repo_id: str) -> None:
