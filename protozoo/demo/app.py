@@ -1,0 +1,283 @@
+"""The demo's server side: models loaded on demand with their reference sets, and the answers to events."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file
+from torch import Tensor
+
+from protozoo import registry
+from protozoo.collapse import unique_fractions, usage
+from protozoo.config import ProtoConfig
+from protozoo.demo.constants import BACKENDS, CURVE_EPS, GALLERY_LEN, MAX_SESSIONS, NUM_NEIGHBOURS, STRIP_LEN
+from protozoo.demo.figures import (
+    _atlas_figure,
+    _class_name,
+    _collapse_figure,
+    _collapse_table,
+    _heatmap_figure,
+    _model_view,
+    _render,
+    _strips,
+    _tile,
+    _usage_figure,
+)
+from protozoo.demo.reference import (
+    _encode_reference,
+    _OnnxEncoder,
+    _project,
+    _projection_method,
+    _Reference,
+    _reference_images,
+    _save_atomic,
+    _TorchEncoder,
+    _weights_digest,
+)
+from protozoo.demo.uploads import open_upload, prepare_image
+from protozoo.model import ProtoModel
+from protozoo.transforms import eval_transform
+
+logger = logging.getLogger(__name__)
+
+_CACHE_VERSION = 1  # bump when the layout of the cached reference file changes
+
+
+class _Session:
+    """One loaded model with its reference set, and the parts of the views that never change."""
+
+    def __init__(
+        self,
+        name: str,
+        config: ProtoConfig,
+        encoder: _TorchEncoder | _OnnxEncoder,
+        prototypes: Tensor,
+        reference: _Reference,
+        projection: str,
+        backend: str,
+        baseline: tuple[str, dict[str, float]] | None,
+    ) -> None:
+        self.name, self.config, self.encoder = name, config, encoder
+        self.projection, self.backend, self.baseline = projection, backend, baseline
+        c = config
+        self.transform = eval_transform(c.img_size, c.mean, c.std, c.in_chans, c.crop_pct, c.interpolation)
+        self.prototypes, self.ref = prototypes, reference  # prototypes: (K, D)
+        self.num_prototypes = prototypes.shape[0]
+        self.winners = reference.assignments.argmax(1)  # (N,)
+        self.counts = torch.bincount(self.winners, minlength=self.num_prototypes)  # (K,)
+        m = min(GALLERY_LEN, len(reference.labels))
+        self.members = torch.topk(reference.assignments, m, dim=0).indices.T  # (K, M), most assigned first
+        self.curve = unique_fractions(prototypes, CURVE_EPS)
+        self.usage_image = _render(_usage_figure(self.counts, usage(reference.assignments)))
+        self.heatmap_image = _render(_heatmap_figure(prototypes, self.counts, reference.assignments.mean(0)))
+
+    def status(self) -> str:
+        """One Markdown line describing the loaded model."""
+        c = self.config
+        return (
+            f"**{self.name}**: {c.architecture}, {c.method}, K = {self.num_prototypes}, D = {c.embed_dim}; "
+            f"reference set: {len(self.ref.labels)} Fashion-MNIST test images; backend: {self.backend}"
+        )
+
+    def curves(self, other: tuple[str, dict[str, float]] | None = None) -> list[tuple[str, dict[str, float]]]:
+        """This model's unique-fraction curve, then the comparison (or the registry's baseline) if any."""
+        if other is None and self.baseline is not None:
+            other = (f"{self.baseline[0]} (joint baseline)", self.baseline[1])
+        return [(self.name, self.curve)] + ([other] if other is not None else [])
+
+
+class _App:
+    """Loads models on demand (a few kept in memory, all cached on disk) and answers the demo's events."""
+
+    def __init__(self, backend: str, reference_size: int, cache_dir: Path) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"Unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        self.backend, self.cache_dir, self.projection = backend, cache_dir, _projection_method()
+        self.images, self.labels = _reference_images(reference_size)
+        self.sessions: OrderedDict[str, _Session] = OrderedDict()
+        self.lock = threading.Lock()  # guards self.sessions
+        self.loading = threading.Lock()  # one model load at a time
+
+    def session(self, name: str) -> _Session:
+        """The session of ``name`` (zoo name, Hub id or folder), loaded (or reloaded) when needed.
+
+        Loads run one at a time, but events on models already in memory never wait for them.
+        """
+        with self.lock:
+            if name in self.sessions:
+                self.sessions.move_to_end(name)
+                return self.sessions[name]
+        with self.loading:
+            session = self.sessions.get(name) or self._load(name)
+            with self.lock:
+                self.sessions[name] = session
+                while len(self.sessions) > MAX_SESSIONS:
+                    self.sessions.popitem(last=False)
+            return session
+
+    def _load(self, name: str) -> _Session:
+        from protozoo.hub import load
+
+        model = load(name, device="cpu")
+        digest = _weights_digest(model)
+        encoder = self._onnx_encoder(model, digest) if self.backend == "onnx" else _TorchEncoder(model)
+        # the key: the weights, the reference set, the backend (ONNX numbers differ in the last bits), the map
+        spec = f"fashion_mnist/test/{len(self.labels)}/seed0|{self.backend}|{self.projection}"
+        key = hashlib.sha256(f"{digest}|{spec}|v{_CACHE_VERSION}".encode()).hexdigest()[:20]
+        path = self.cache_dir / f"reference-{key}.safetensors"
+        prototypes = model.prototypes.detach().float().cpu()
+        if path.is_file():
+            logger.info("reading the reference set of %s from %s", name, path)
+            tensors = load_file(path)
+        else:
+            logger.info(
+                "encoding %d reference images with %s (once, cached in %s)", len(self.labels), name, path
+            )
+            tensors = _encode_reference(encoder, self.images)
+            tensors["coords"], tensors["proto_coords"] = _project(
+                tensors["embeddings"], prototypes, self.projection
+            )
+            _save_atomic(tensors, path)
+        reference = _Reference(images=self.images, labels=self.labels, **tensors)
+        baseline = self._baseline(name)
+        return _Session(
+            name, model.config, encoder, prototypes, reference, self.projection, self.backend, baseline
+        )
+
+    def _onnx_encoder(self, model: ProtoModel, digest: str) -> _OnnxEncoder:
+        """Export the model once into the cache (keyed by its weights) and serve the graph."""
+        from protozoo.onnx import export_onnx
+
+        path = self.cache_dir / f"onnx-{digest[:20]}" / "model.onnx"
+        if not path.is_file():
+            logger.info("exporting %s to %s (once)", model.config.architecture, path)
+            path = export_onnx(model, path)
+        return _OnnxEncoder(path)
+
+    @staticmethod
+    def _baseline(name: str) -> tuple[str, dict[str, float]] | None:
+        """The joint-training baseline the zoo registry names for a model, with its curve, when both exist."""
+        from protozoo.hub import load_prototypes
+
+        # a ZooEntry's ``baseline``: the zoo name, Hub id or folder of the same recipe trained jointly
+        baseline = getattr(registry.ZOO.get(name), "baseline", None)
+        if baseline is None:
+            return None
+        try:
+            return baseline, unique_fractions(load_prototypes(baseline), CURVE_EPS)
+        except (ValueError, FileNotFoundError, OSError) as e:
+            logger.warning("the baseline %s of %s is not available: %s", baseline, name, e)
+            return None
+
+    # ---- events: each returns exactly what its outputs show -----------------------------------------------
+    def load_model(self, name: str | None) -> tuple[Any, ...]:
+        """Load a model by zoo name, Hub id or folder; every view of it."""
+        name = _model_key(name or "")
+        if not name:
+            raise gr.Error("No model given: pick a zoo model or type a zoo name, Hub id or model folder.")
+        try:
+            s = self.session(name)
+        except (ValueError, FileNotFoundError, TypeError, OSError) as e:
+            raise gr.Error(f"Could not load {name!r}: {e}") from None
+        selected = int(s.counts.argmax())
+        curves = s.curves()
+        return (
+            name,
+            s.status(),
+            gr.Slider(minimum=0, maximum=s.num_prototypes - 1, value=selected),
+            *self.prototype(selected, name),
+            s.usage_image,
+            s.heatmap_image,
+            _render(_collapse_figure(curves)),
+            _collapse_table(curves),
+        )
+
+    def prototype(self, selected: float, name: str) -> tuple[Image.Image, list[tuple[Image.Image, str]]]:
+        """The atlas with one prototype highlighted, and the gallery of its most assigned reference images."""
+        s = self.session(name)
+        k = int(selected)  # the slider's bounds are checked by gradio
+        p = s.ref.assignments[:, k]
+        gallery = [
+            (_tile(s.ref.images[i : i + 1]), f"{_class_name(s.ref.labels[i])} · {p[i]:.3f}")
+            for i in s.members[k].tolist()
+        ]
+        return _render(_atlas_figure(s, k)), gallery
+
+    def compare(self, other: str | None, name: str) -> tuple[Image.Image, pd.DataFrame]:
+        """The collapse curve of the loaded model beside that of ``other`` (a model or a prototype file)."""
+        from protozoo.hub import load_prototypes
+
+        s = self.session(name)
+        other = (other or "").strip()
+        if not other:
+            curves = s.curves()
+        else:
+            try:
+                curves = s.curves(
+                    (f"{other} (compared)", unique_fractions(load_prototypes(other), CURVE_EPS))
+                )
+            except (ValueError, TypeError, FileNotFoundError, OSError) as e:
+                raise gr.Error(f"Could not read prototypes from {other!r}: {e}") from None
+        return _render(_collapse_figure(curves)), _collapse_table(curves)
+
+    def assign(
+        self, payload: dict[str, Any] | None, top_k: float | None, invert: str | None, name: str
+    ) -> tuple[Any, ...]:
+        """Encode one uploaded image: what the model sees, its top-k prototypes, their strips, neighbours."""
+        if not payload or not payload.get("path"):
+            raise gr.Error("No image: upload one (PNG, JPEG, WebP or BMP) or pick an example first.")
+        s = self.session(name)
+        filename = payload.get("orig_name") or Path(payload["path"]).name
+        try:
+            image, notes = open_upload(payload["path"], filename)
+            image, more = prepare_image(image, s.config.in_chans, invert or "auto")
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+        for note in notes + more:
+            gr.Warning(note)
+        size = s.config.img_size
+        gr.Info(f"Read {filename} ({image.width}x{image.height}); the model sees it at {size}x{size}.")
+        features, _, assignments = s.encoder([image])
+        k = max(1, min(int(top_k) if top_k else 5, s.num_prototypes))
+        top = torch.topk(assignments[0], k)  # (K,) -> k
+        label, rows = {}, []
+        for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            label[f"prototype {i}"] = p
+            members = s.members[i, :STRIP_LEN]
+            common = _class_name(torch.mode(s.ref.labels[members]).values)
+            used = int(s.counts[i])
+            caption = f"prototype {i}: p = {p:.3f}; top prototype of {used} reference images, mostly {common}"
+            rows.append((caption, s.ref.images[members]))
+        near = torch.topk(
+            s.ref.features @ F.normalize(features[0], dim=0), min(NUM_NEIGHBOURS, len(s.ref.labels))
+        )
+        neighbours = [
+            (_tile(s.ref.images[i : i + 1]), f"{_class_name(s.ref.labels[i])} · {c:.3f}")
+            for c, i in zip(near.values.tolist(), near.indices.tolist(), strict=True)
+        ]
+        return _model_view(s.transform(image), s.config), label, _strips(rows), neighbours
+
+    def assign_on_change(
+        self, payload: dict[str, Any] | None, top_k: float | None, invert: str | None, name: str
+    ) -> tuple[Any, ...]:
+        """``assign`` for changes of the image or settings: no image clears the outputs instead of warning."""
+        if not payload:
+            return None, None, None, []
+        return self.assign(payload, top_k, invert, name)
+
+
+def _model_key(name: str) -> str:
+    """Folders by their absolute path (one cache entry however they are typed), anything else as given."""
+    name = name.strip()
+    path = Path(name).expanduser()
+    return str(path.resolve()) if name and path.is_dir() else name

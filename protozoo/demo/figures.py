@@ -1,0 +1,147 @@
+"""Drawing for the demo's views: figures rendered with Agg, image tiles and strips, the collapse table."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+
+from protozoo.collapse import EPS_GRID
+from protozoo.config import ProtoConfig
+from protozoo.demo.constants import CURVE_EPS, HEATMAP_MAX, STRIP_LEN
+from protozoo.fashion_mnist import FASHION_MNIST_CLASSES
+
+if TYPE_CHECKING:
+    from protozoo.demo.app import _Session
+
+_SCALE = 4  # 28 px images are shown at 112 px
+
+
+def _render(fig: Figure) -> Image.Image:
+    """Draw a matplotlib figure with Agg (no pyplot, no global state) into an RGB image."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
+
+
+def _tile(images: Tensor, scale: int = _SCALE, gap: int = 2) -> Image.Image:
+    """(M, H, W) uint8 images side by side, upscaled ``scale`` times, on white."""
+    m, h, w = images.shape
+    out = torch.full((h * scale, m * (w * scale + gap) - gap), 255, dtype=torch.uint8)
+    big = images.repeat_interleave(scale, 1).repeat_interleave(scale, 2)  # (M, H*s, W*s)
+    for i in range(m):
+        x = i * (w * scale + gap)
+        out[:, x : x + w * scale] = big[i]
+    return Image.fromarray(out.numpy())
+
+
+def _strips(rows: list[tuple[str, Tensor]], band: int = 24, space: int = 10) -> Image.Image:
+    """Captioned strips in one image: per (caption, (M, H, W) uint8 images) a line of text, then the tiles."""
+    tiles = [_tile(images) for _, images in rows]
+    out = Image.new(
+        "L", (max(t.width for t in tiles), sum(band + t.height + space for t in tiles) - space), 255
+    )
+    draw, font, y = ImageDraw.Draw(out), ImageFont.load_default(size=15), 0
+    for (caption, _), tile in zip(rows, tiles, strict=True):
+        draw.text((2, y + 3), caption, fill=0, font=font)
+        out.paste(tile, (0, y + band))
+        y += band + tile.height + space
+    return out
+
+
+def _model_view(x: Tensor, config: ProtoConfig) -> Image.Image:
+    """The normalised model input (C, H, W) turned back into an image: what the model actually sees."""
+    mean, std = torch.tensor(config.mean).view(-1, 1, 1), torch.tensor(config.std).view(-1, 1, 1)
+    x = (x * std + mean).clamp(0, 1).mul(255).round().byte()  # (C, H, W)
+    x = x.repeat_interleave(_SCALE, 1).repeat_interleave(_SCALE, 2)
+    return Image.fromarray(x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy())
+
+
+def _atlas_figure(s: _Session, selected: int) -> Figure:
+    fig = Figure(figsize=(7.5, 6.5), layout="constrained")
+    ax = fig.add_subplot()
+    (x, y), (px, py) = s.ref.coords.numpy().T, s.ref.proto_coords.numpy().T
+    ax.scatter(x, y, c=s.winners.numpy() % 20, cmap="tab20", vmin=0, vmax=19, s=7, alpha=0.6, linewidths=0)
+    used = (s.counts > 0).numpy()
+    ax.scatter(px[used], py[used], marker="x", c="black", s=20, linewidths=0.8, label="prototype")
+    if not used.all():
+        ax.scatter(px[~used], py[~used], marker="x", c="0.65", s=14, linewidths=0.6, label="never a top one")
+    m = s.members[selected, :STRIP_LEN].numpy()
+    ax.scatter(x[m], y[m], facecolors="none", edgecolors="red", s=60, linewidths=1.2, label="its top images")
+    ax.scatter(
+        px[selected],
+        py[selected],
+        marker="*",
+        c="red",
+        edgecolors="black",
+        s=260,
+        label=f"prototype {selected}",
+    )
+    ax.set(
+        xticks=[],
+        yticks=[],
+        title=f"{s.projection.upper()} of the reference embeddings, coloured by top prototype",
+    )
+    ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def _usage_figure(counts: Tensor, stats: dict[str, float]) -> Figure:
+    fig = Figure(figsize=(7.5, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.bar(np.arange(len(counts)), np.sort(counts.numpy())[::-1], width=1.0, color="tab:blue")
+    ax.set(xlim=(-0.5, len(counts) - 0.5), xlabel="prototypes, most used first", ylabel="reference images")
+    ax.set_title(
+        f"Usage: perplexity / K = {stats['perplexity']:.3f}; never a top prototype: {stats['dead']:.1%}"
+    )
+    return fig
+
+
+def _heatmap_figure(prototypes: Tensor, counts: Tensor, mean_assignment: Tensor) -> Figure:
+    order = torch.argsort(counts.double() + mean_assignment.double(), descending=True)[:HEATMAP_MAX]
+    c = F.normalize(prototypes[order], dim=1)  # (k, D)
+    if len(order) > 2:  # similar prototypes next to each other: sort along the first principal direction
+        _, _, vh = torch.linalg.svd(c - c.mean(0), full_matrices=False)
+        perm = torch.argsort((c - c.mean(0)) @ vh[0])
+        order, c = order[perm], c[perm]
+    fig = Figure(figsize=(6.5, 5.6), layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow((c @ c.T).numpy(), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")  # (k, k)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="cosine similarity")
+    names = [str(i) for i in order.tolist()] if len(order) <= 32 else []
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    which = "all" if len(order) == len(prototypes) else f"the {len(order)} most used of"
+    ax.set_title(f"Prototype cosine similarity ({which} {len(prototypes)})")
+    return fig
+
+
+def _collapse_figure(curves: list[tuple[str, dict[str, float]]]) -> Figure:
+    fig = Figure(figsize=(7.5, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    for (label, curve), colour in zip(curves, ("tab:blue", "tab:red"), strict=False):
+        ax.plot(CURVE_EPS, [curve[str(e)] for e in CURVE_EPS], "-", color=colour, label=label)
+        ax.plot(EPS_GRID, [curve[str(e)] for e in EPS_GRID], "o", color=colour)
+    ax.set(
+        xlabel="eps (larger merges more prototypes: stricter)", ylabel="unique prototypes / K", ylim=(0, 1.05)
+    )
+    ax.set_title("Partial prototype collapse")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    return fig
+
+
+def _collapse_table(curves: list[tuple[str, dict[str, float]]]) -> pd.DataFrame:
+    rows = [[e] + [round(curve[str(e)], 4) for _, curve in curves] for e in EPS_GRID]
+    return pd.DataFrame(rows, columns=["eps"] + [label for label, _ in curves])
+
+
+def _class_name(label: Tensor | int) -> str:
+    return FASHION_MNIST_CLASSES[int(label)]
