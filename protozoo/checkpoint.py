@@ -51,7 +51,8 @@ _DERIVED = tuple(f"prototype_source.{k}" for k in ("s1", "s2", "recent_mass", "n
 _KEEP_FP32 = ("prototype_source.mass", "prototype_source.log_weights")
 
 
-def _check_replaceable(folder: Path) -> None:
+def check_replaceable(folder: Path) -> None:
+    """Refuse to save over a file, or over a folder that holds files other than a checkpoint's."""
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{str(folder)!r} is a file; save_pretrained writes a folder")
     if folder.is_dir():
@@ -63,7 +64,8 @@ def _check_replaceable(folder: Path) -> None:
             )
 
 
-def _write_checkpoint(model: ProtoModel, folder: Path, block: dict[str, Any], dtype: torch.dtype) -> None:
+def write_checkpoint(model: ProtoModel, folder: Path, block: dict[str, Any], dtype: torch.dtype) -> None:
+    """Write the backbone and head safetensors and config.json of `model` into `folder`, in `dtype`."""
     state = model.state_dict()
     backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     rest = {k: v for k, v in state.items() if not k.startswith("backbone.") and k not in _DERIVED}
@@ -93,7 +95,7 @@ def _storage(state: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in cast.items()}
 
 
-def _swap_in(tmp: Path, folder: Path) -> None:
+def swap_in(tmp: Path, folder: Path) -> None:
     """Rename the finished tmp folder to folder; an existing folder is moved aside first."""
     if not folder.exists():
         tmp.rename(folder)
@@ -108,9 +110,10 @@ def _swap_in(tmp: Path, folder: Path) -> None:
     shutil.rmtree(old)
 
 
-def _load_folder(folder: Path) -> ProtoModel:
+def load_folder(folder: Path) -> ProtoModel:
+    """Build the ProtoModel saved in `folder`, checking its config and weights first."""
     config_path = folder / "config.json"
-    block = _read_config(config_path)["protozoo"]
+    block = read_config(config_path)["protozoo"]
     num_classes = block.get("num_classes", 0)
     try:
         if type(num_classes) is not int or num_classes < 0:
@@ -118,8 +121,8 @@ def _load_folder(folder: Path) -> ProtoModel:
         model = ProtoModel(ProtoConfig.from_dict(block["config"]), num_classes=num_classes)
     except (ValueError, TypeError, KeyError) as e:
         raise ValueError(f"{config_path}: invalid protozoo block ({e}); re-save the checkpoint") from e
-    backbone = _read_weights(folder / "model.safetensors")
-    head = _read_weights(folder / "head.safetensors")
+    backbone = read_weights(folder / "model.safetensors")
+    head = read_weights(folder / "head.safetensors")
     expected = model.state_dict()
     _check_weights(
         {k.removeprefix("backbone."): v for k, v in expected.items() if k.startswith("backbone.")},
@@ -135,7 +138,8 @@ def _load_folder(folder: Path) -> ProtoModel:
     return model
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+def read_config(path: Path) -> dict[str, Any]:
+    """Read and validate a checkpoint's config.json: JSON, a protozoo block, a known format version."""
     if not path.is_file():
         raise FileNotFoundError(
             f"{str(path.parent)!r} has no config.json, so it is not a protozoo model folder "
@@ -169,7 +173,8 @@ def _read_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def _read_weights(path: Path) -> dict[str, Tensor]:
+def read_weights(path: Path) -> dict[str, Tensor]:
+    """Read a safetensors file, turning a missing or corrupt file into a clear error."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; a protozoo folder holds {', '.join(CHECKPOINT_FILES)}")
     try:

@@ -28,12 +28,12 @@ from protozoo.checkpoint import (
     DTYPES,
     FORMAT_VERSION,
     OPTIONAL_FILES,
-    _check_replaceable,
-    _load_folder,
-    _read_config,
-    _read_weights,
-    _swap_in,
-    _write_checkpoint,
+    check_replaceable,
+    load_folder,
+    read_config,
+    read_weights,
+    swap_in,
+    write_checkpoint,
 )
 from protozoo.model import ProtoModel
 from protozoo.registry import format_zoo_table, list_models
@@ -98,7 +98,7 @@ def save_pretrained(
     if dtype not in DTYPES:
         raise ValueError(f"Unknown dtype {dtype!r}; valid storage dtypes are {', '.join(DTYPES)}")
     folder = Path(save_directory).expanduser().resolve()
-    _check_replaceable(folder)
+    check_replaceable(folder)
     block = {
         "format_version": FORMAT_VERSION,
         "config": model.config.to_dict(),
@@ -118,7 +118,7 @@ def save_pretrained(
     tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
-        _write_checkpoint(model, tmp, block, DTYPES[dtype])
+        write_checkpoint(model, tmp, block, DTYPES[dtype])
         zoo = registry.ZOO.get(name)
         card = render_card(
             json.loads((tmp / "config.json").read_text()),
@@ -127,7 +127,7 @@ def save_pretrained(
             hub_id=zoo.hub_id if zoo else None,
         )
         card.save(tmp / "README.md")
-        _swap_in(tmp, folder)
+        swap_in(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -172,7 +172,7 @@ def load(
         raise ValueError(
             f"num_classes must be an int >= 0 (or None to keep the checkpoint's), got {num_classes!r}"
         )
-    model = _load_folder(resolve_folder(name_or_path, revision, local_files_only, token=token))
+    model = load_folder(resolve_folder(name_or_path, revision, local_files_only, token=token))
     if num_classes is not None:
         model.classifier = nn.Linear(model.num_features, num_classes) if num_classes > 0 else None
         model.num_classes = num_classes
@@ -314,7 +314,7 @@ def publish(
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"No model folder at {str(folder)!r}; pass a save_pretrained output folder")
-    _load_folder(folder)
+    load_folder(folder)
     files = _upload_files(folder)
     if not dry_run:
         _upload(folder, repo_id, token, private, revision, commit_message)
@@ -344,7 +344,7 @@ def load_prototypes(source: str | Path, key: str | None = None) -> Tensor:
         return load(source).prototypes.detach().cpu()
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        tensors: Any = _read_weights(path)
+        tensors: Any = read_weights(path)
     elif suffix == ".npy":
         tensors = torch.from_numpy(np.load(path, allow_pickle=False))
     elif suffix in (".pt", ".pth"):
@@ -435,7 +435,7 @@ def _upload(
     name = repo_id.split("/")[1]
     zoo = registry.ZOO.get(name)
     card = render_card(
-        _read_config(folder / "config.json"),
+        read_config(folder / "config.json"),
         name=name,
         load_name=name if zoo is not None and zoo.hub_id == repo_id else repo_id,
         hub_id=repo_id,
