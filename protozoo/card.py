@@ -192,6 +192,8 @@ def render_card(
     ]
     if results.get("perplexity") is not None:
         result_rows.append(("usage perplexity / K", f"{results['perplexity']:.3f}"))
+    if results.get("dead") is not None:
+        result_rows.append(("dead prototypes (never the best match)", f"{results['dead']:.3f}"))
     return ModelCard.from_template(
         card_data,
         template_path=str(template),

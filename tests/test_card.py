@@ -38,6 +38,7 @@ CONFIG = {
             "linear_top1": None,
             "unique": {"0.025": 0.91234, "0.1": 0.5, "0.25": 0.125, "0.5": 0.01},
             "perplexity": 0.7,
+            "dead": 0.25,
         },
     },
 }
@@ -98,6 +99,8 @@ def test_sections_usage_recipe_results_and_citations(tmp_path: Path) -> None:
     assert 'OnnxModel("model.onnx")' in text
     assert "| lr | 0.001 |" in text and "/home/me/run" not in text  # machine-local paths stay out
     assert "| k-NN top-1 | 88.12% |" in text and "| 0.025 | 0.912 |" in text and "linear-probe" not in text
+    assert "| usage perplexity / K | 0.700 |" in text
+    assert "| dead prototypes (never the best match) | 0.250 |" in text
     assert "2510.20108" in text and "silva2023carp" in text and "@software{protozoo" in text
     assert "Apache-2.0" in text and "Fashion-MNIST (Zalando Research) is MIT-licensed" in text
 
