@@ -447,7 +447,7 @@ class Trainer:
             results = {
                 "dataset": cfg.dataset,
                 "eval_split": "test" if cfg.final_eval else "val",
-                **{k: last.get(k) for k in ("knn_top1", "linear_top1", "unique", "perplexity")},
+                **{k: last.get(k) for k in ("knn_top1", "linear_top1", "unique", "perplexity", "dead")},
                 "steps": self.step,
             }
             self.save_model(results)
