@@ -101,10 +101,12 @@ def test_anchor_trains_and_logs_like_our_methods(runs: Path, method: str) -> Non
 
 def test_compare_reads_finished_anchor_runs_without_rerunning(runs: Path, tmp_path: Path) -> None:
     # a rerun would fail on the missing recipe
-    compare.main(["--methods", *ANCHORS, "--steps", "4", "--out", str(runs), "--docs", str(tmp_path),
-                  "--recipe", "nope.yaml"])  # fmt: skip
+    compare.main(["eval_every=2", "--methods", *ANCHORS, "--steps", "4", "--out", str(runs), "--docs",
+                  str(tmp_path), "--recipe", "nope.yaml"])  # fmt: skip
     saved = json.loads((tmp_path / "tables" / f"{runs.name}.json").read_text())
-    assert saved["command"].startswith("python -m train.compare --steps 4")
+    # the overrides come before --methods, or rerunning the command would read them as method names
+    tail = f"--out {runs} eval_every=2 --methods {' '.join(ANCHORS)}"
+    assert saved["command"] == f"python -m train.compare --steps 4 {tail}"
     assert list(saved["runs"]) == list(ANCHORS) and all(r["final"]["final"] for r in saved["runs"].values())
     assert all([e["step"] for e in r["evals"]] == [0, 2, 4] for r in saved["runs"].values())
     table = (tmp_path / "tables" / f"{runs.name}.md").read_text()

@@ -1,6 +1,6 @@
 """The method comparison: same backbone, data, budget and seed; one table and one figure.
 
-    python -m train.compare --steps 1200 [--methods carp_dec carp ...] [--out runs/lt100 long_tail=100]
+    python -m train.compare --steps 1200 [--out runs/lt100] [key=value ...] [--methods carp_dec carp ...]
 
 Each method runs as ``python -m train`` in ``runs/compare/<method>`` (a finished run is reused, an
 interrupted one resumes), in its reference optimiser regime (REGIMES below). The table (unique
@@ -95,8 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     title = f"Unique prototypes (val), {out.name}"
     plot_unique_over_steps(curves, docs / "figures" / f"{out.name}_unique.png", title=title)
     table = results_table({m: r["final"] for m, r in results.items()})
+    # overrides before --methods, which would otherwise take them for method names
     cmd = " ".join(["python -m train.compare", "--steps", str(args.steps), "--out", str(out),
-                    "--methods", *args.methods, *args.extra])  # fmt: skip
+                    *args.extra, "--methods", *args.methods])  # fmt: skip
     print(table)
     (docs / "tables").mkdir(exist_ok=True)
     (docs / "tables" / f"{out.name}.md").write_text(f"<!-- written by `{cmd}` -->\n{table}\n")
