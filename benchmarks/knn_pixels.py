@@ -29,13 +29,14 @@ def _scores(bank: Tensor, bank_y: Tensor, test: Tensor, test_y: Tensor) -> tuple
 
 
 def _model_features(name: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Backbone features of the 60 000 training images (bank) and the 10 000 test images."""
+    """Backbone features of the 60 000 training images (bank) and the 10 000 test images, with the
+    bank and queries of protozoo.eval.evaluate_model (the protocol of the zoo's numbers)."""
     model = protozoo.load(name)
-    bank_f, bank_y = extract_features(
-        model, DataLoader(build_dataset("fashion_mnist", "trainval", transform=model.transform), 512)
-    )
-    test_f, test_y = extract_features(
-        model, DataLoader(build_dataset("fashion_mnist", "test", transform=model.transform), 512)
+    (bank_f, bank_y), (test_f, test_y) = (
+        extract_features(
+            model, DataLoader(build_dataset("fashion_mnist", split, transform=model.transform), 512)
+        )
+        for split in ("trainval", "test")
     )
     return bank_f, bank_y, test_f, test_y
 
