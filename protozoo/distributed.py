@@ -55,3 +55,18 @@ def global_batch_mean(x: Tensor) -> Tensor:
     count = all_reduce_sum_(torch.tensor(float(x.shape[0]), device=x.device))
     w = world_size()
     return (total + w * (local_sum - local_sum.detach())) / count
+
+
+def global_logsumexp(x: Tensor) -> Tensor:
+    """logsumexp over dim 0 of ``x`` gathered from every process (no gradient), keeping the dim.
+
+    Args:
+        x: (B, ...) local rows.
+
+    Returns:
+        (1, ...) log of the summed exponentials over the B * world_size rows of all processes.
+    """
+    peak = x.amax(dim=0, keepdim=True)
+    if is_distributed():
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+    return peak + all_reduce_sum_((x - peak).exp().sum(dim=0, keepdim=True)).log()

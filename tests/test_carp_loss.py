@@ -103,11 +103,47 @@ def test_bf16_logits_and_autocast_compute_in_fp32():
         ),
         ({"num_prototypes": 1, "block_size": 1}, r"num_prototypes >= 2 and block_size >= 2"),
         ({"num_prototypes": 8, "block_size": 4, "eps": 0.7}, r"eps must lie in \(0, 0.5\), got 0.7"),
+        (
+            {"num_prototypes": 8, "block_size": 4, "sinkhorn_iterations": -1},
+            r"sinkhorn_iterations must be >= 0",
+        ),
     ],
 )
 def test_constructor_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CARPLoss(**kwargs)
+
+
+def naive_sinkhorn(logits, iterations):
+    """SwAV's distributed_sinkhorn for one block, in probability space: (B, N) logits -> (B, N)."""
+    q = torch.exp(logits.double()).T  # (N, B)
+    n, b = q.shape
+    q /= q.sum()
+    for _ in range(iterations):
+        q /= q.sum(dim=1, keepdim=True) * n  # every prototype 1 / N of the mass
+        q /= q.sum(dim=0, keepdim=True) * b  # every sample 1 / B of it
+    return (q * b).T
+
+
+def test_sinkhorn_matches_swav_and_equipartitions():
+    logits = torch.randn(12, 3, 4, generator=torch.Generator().manual_seed(0)) * 3  # (B, M, N_B)
+    q = carp_module.sinkhorn(logits, 3)
+    for m in range(3):
+        torch.testing.assert_close(q[:, m].double(), naive_sinkhorn(logits[:, m], 3))
+    converged = carp_module.sinkhorn(logits, 200)
+    torch.testing.assert_close(converged.sum(dim=-1), torch.ones(12, 3))
+    torch.testing.assert_close(converged.sum(dim=0), torch.full((3, 4), 12 / 4))  # B / N_B per prototype
+    assert not torch.allclose(logits.softmax(dim=-1).sum(dim=0), torch.full((3, 4), 3.0), atol=0.1)
+
+
+def test_sinkhorn_targets_replace_the_teacher_softmax():
+    student, teacher = _fixed_views()
+    torch.manual_seed(0)
+    plain = CARPLoss(K, BLOCK)(student=student, teacher=teacher)
+    torch.manual_seed(0)
+    balanced = CARPLoss(K, BLOCK, sinkhorn_iterations=3)(student=student, teacher=teacher)
+    torch.testing.assert_close(balanced["uniformity"], plain["uniformity"])  # student side unchanged
+    assert not torch.isclose(balanced["consistency"], plain["consistency"])
 
 
 def _views(n, batch=2, k=8):
@@ -168,8 +204,12 @@ def _two_process_worker(rank: int, init_file: str, out_dir: str) -> None:
         torch.manual_seed(100 + rank)  # each rank's own draw differs; only the broadcast can align them
         out = CARPLoss(K, BLOCK)(student=local, teacher=[t[rows] for t in teacher])
         out["uniformity"].backward()
+        balanced = CARPLoss(K, BLOCK, sinkhorn_iterations=3)(
+            student=local, teacher=[t[rows] for t in teacher]
+        )
         result = {"perm": drawn[0], "grad": torch.stack([s.grad for s in local])}
         result |= {name: out[name].detach().reshape(1) for name in ("uniformity", "consistency")}
+        result["sinkhorn_consistency"] = balanced["consistency"].detach().reshape(1)
         save_file(result, str(Path(out_dir) / f"rank{rank}.safetensors"))
     finally:
         dist.destroy_process_group()
@@ -195,6 +235,11 @@ def test_two_processes_share_partition_and_global_uniformity(tmp_path):
         torch.testing.assert_close(r["uniformity"], out["uniformity"].detach().reshape(1))
     mean_consistency = (ranks[0]["consistency"] + ranks[1]["consistency"]) / 2
     torch.testing.assert_close(mean_consistency, out["consistency"].detach().reshape(1))
+    # Sinkhorn's column sums run over the global batch: two halves give the one-process targets
+    # (rank 0's second draw is the partition, as it is here after the first loss).
+    balanced = CARPLoss(K, BLOCK, sinkhorn_iterations=3)(student=full, teacher=teacher)["consistency"]
+    mean_balanced = (ranks[0]["sinkhorn_consistency"] + ranks[1]["sinkhorn_consistency"]) / 2
+    torch.testing.assert_close(mean_balanced, balanced.detach().reshape(1))
     # Each rank's gradient is world_size times the global one, so DDP's gradient average is exact.
     local_grads = torch.cat([r["grad"] for r in ranks], dim=1)  # (V_s, B, K)
     torch.testing.assert_close(local_grads / 2, torch.stack([s.grad for s in full]))

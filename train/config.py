@@ -65,6 +65,7 @@ class TrainConfig:
     teacher_momentum: float = 0.99  # EMA, cosine-increased to 1; 0.996 for long ImageNet runs
     # ---- losses ----
     block_size: int = 128  # CARP partition block N_B; 512 at K = 65 536
+    sinkhorn_iterations: int = 0  # CARP: SwAV-style equipartitioned teacher targets when > 0 (3 in SwAV)
     kp_weight: float = 0.1  # KoLeo-proto weight (carp_kp)
     student_temp: float = 0.1  # DINO
     teacher_temp: float = 0.07  # DINO, reached after teacher_temp_warmup_steps

@@ -171,7 +171,9 @@ class Trainer:
             )
         K = cfg.num_prototypes
         if cfg.method.startswith("carp"):
-            self.criterion: nn.Module = CARPLoss(K, block_size=cfg.block_size)
+            self.criterion: nn.Module = CARPLoss(
+                K, block_size=cfg.block_size, sinkhorn_iterations=cfg.sinkhorn_iterations
+            )
         else:
             self.criterion = DINOLoss(K, student_temp=cfg.student_temp, center_momentum=cfg.center_momentum)
         self.koleo = KoLeoProtoLoss() if cfg.method == "carp_kp" else None

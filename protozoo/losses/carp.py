@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from protozoo.distributed import broadcast_, global_batch_mean
+from protozoo.distributed import all_reduce_sum_, broadcast_, global_batch_mean, global_logsumexp
 
 
 def _suggest_block_sizes(num_prototypes: int) -> list[int]:
@@ -32,7 +32,10 @@ class CARPLoss(nn.Module):
         L = mean_{i, j≠i, b, n} −log clamp(<p_b^i[n], q_b^j[n]>, eps, 1−eps)
             + mean_{i, b} KL(mean_n p_b^i[n] ‖ Uniform(N_B))
 
-    where the batch mean of the uniformity term runs over the global batch of all processes. The
+    where the batch mean of the uniformity term runs over the global batch of all processes. With
+    ``sinkhorn_iterations`` > 0 the teacher's q is instead equipartitioned inside each block, as in
+    SwAV (Caron et al. 2020): Sinkhorn-Knopp on exp(teacher logits) alternately gives every prototype of
+    the block B / N_B samples' worth of mass over the global batch and every sample a total of 1. The
     loss only sees logits, so it serves joint training (learnable prototypes) and decoupled training
     (logits against a detached, GMM-fitted prototype matrix) alike.
 
@@ -40,6 +43,8 @@ class CARPLoss(nn.Module):
         num_prototypes: K, the number of logits per sample.
         block_size: N_B, prototypes per block of the random partition; must divide K.
         eps: clamp of the inner products before the log.
+        sinkhorn_iterations: Sinkhorn-Knopp iterations on the teacher's block assignments; 0 keeps
+            CARP's plain softmax.
 
     Raises:
         ValueError: if ``num_prototypes`` is not divisible by ``block_size`` or an argument is out
@@ -52,7 +57,9 @@ class CARPLoss(nn.Module):
         >>> loss_fn(student=student, teacher=teacher)["loss"].backward()
     """
 
-    def __init__(self, num_prototypes: int, block_size: int = 128, eps: float = 1e-6) -> None:
+    def __init__(
+        self, num_prototypes: int, block_size: int = 128, eps: float = 1e-6, sinkhorn_iterations: int = 0
+    ) -> None:
         super().__init__()
         if num_prototypes < 2 or block_size < 2:
             raise ValueError(
@@ -66,9 +73,12 @@ class CARPLoss(nn.Module):
             )
         if not 0.0 < eps < 0.5:
             raise ValueError(f"eps must lie in (0, 0.5), got {eps}.")
+        if sinkhorn_iterations < 0:
+            raise ValueError(f"sinkhorn_iterations must be >= 0 (0 turns it off), got {sinkhorn_iterations}.")
         self.num_prototypes = num_prototypes
         self.block_size = block_size
         self.eps = eps
+        self.sinkhorn_iterations = sinkhorn_iterations
 
     def forward(self, *, student: list[Tensor], teacher: list[Tensor]) -> dict[str, Tensor]:
         """Compute the CARP loss for one step.
@@ -97,13 +107,14 @@ class CARPLoss(nn.Module):
             # Global RNG on the logits' device; rank 0's draw wins so every process shares the partition.
             perm = broadcast_(torch.randperm(k, device=student[0].device))
 
-            def block_probs(logits: Tensor) -> Tensor:
-                blocks = logits.float().index_select(1, perm).reshape(-1, k // nb, nb)  # (B, K/N_B, N_B)
-                return blocks.softmax(dim=-1)
+            def blocks(logits: Tensor) -> Tensor:
+                return logits.float().index_select(1, perm).reshape(-1, k // nb, nb)  # (B, K/N_B, N_B)
 
-            p = torch.stack([block_probs(x) for x in student])  # (V_s, B, K/N_B, N_B)
+            p = torch.stack([blocks(x).softmax(dim=-1) for x in student])  # (V_s, B, K/N_B, N_B)
             with torch.no_grad():
-                q = torch.stack([block_probs(x.detach()) for x in teacher])  # (V_t, B, K/N_B, N_B)
+                q = torch.stack([blocks(x.detach()) for x in teacher])  # (V_t, B, K/N_B, N_B) logits
+                iters = self.sinkhorn_iterations
+                q = torch.stack([sinkhorn(x, iters) for x in q]) if iters else q.softmax(dim=-1)
 
             agreement = torch.einsum("sbmn,tbmn->stbm", p, q)  # (V_s, V_t, B, K/N_B)
             cross_view = ~torch.eye(len(student), len(teacher), dtype=torch.bool, device=p.device)
@@ -114,6 +125,28 @@ class CARPLoss(nn.Module):
             kl = torch.special.xlogy(mean_p, mean_p).sum(dim=-1) + math.log(nb)  # (V_s, K/N_B)
             uniformity = kl.mean()
         return {"loss": consistency + uniformity, "consistency": consistency, "uniformity": uniformity}
+
+
+def sinkhorn(logits: Tensor, iterations: int) -> Tensor:
+    """Equipartitioned assignments: Sinkhorn-Knopp in log space over the global batch (SwAV).
+
+    Alternately rescales exp(logits) so that every prototype of a block receives B / N_B of the mass over
+    the global batch of B samples and every sample's row sums to 1, ending on the row step.
+
+    Args:
+        logits: (B, M, N_B) local rows of M blocks of N_B prototypes.
+        iterations: number of (column, row) rescaling rounds, >= 1.
+
+    Returns:
+        (B, M, N_B) probabilities, each row summing to 1 within its block.
+    """
+    nb = logits.shape[-1]
+    batch = all_reduce_sum_(torch.tensor(float(logits.shape[0]), device=logits.device))
+    log_q = logits
+    for _ in range(iterations):
+        log_q = log_q - global_logsumexp(log_q) + torch.log(batch / nb)  # columns: B / N_B each
+        log_q = log_q - log_q.logsumexp(dim=-1, keepdim=True)  # rows: 1 each
+    return log_q.exp()
 
 
 def check_views(student: list[Tensor], teacher: list[Tensor], dim: int) -> None:
