@@ -112,9 +112,9 @@ class CARPLoss(nn.Module):
 
             p = torch.stack([blocks(x).softmax(dim=-1) for x in student])  # (V_s, B, K/N_B, N_B)
             with torch.no_grad():
-                q = torch.stack([blocks(x.detach()) for x in teacher])  # (V_t, B, K/N_B, N_B) logits
-                iters = self.sinkhorn_iterations
-                q = torch.stack([sinkhorn(x, iters) for x in q]) if iters else q.softmax(dim=-1)
+                q = torch.stack([blocks(x.detach()) for x in teacher], dim=1)  # (B, V_t, K/N_B, N_B)
+                q = sinkhorn(q, self.sinkhorn_iterations) if self.sinkhorn_iterations else q.softmax(dim=-1)
+                q = q.transpose(0, 1)  # (V_t, B, K/N_B, N_B)
 
             agreement = torch.einsum("sbmn,tbmn->stbm", p, q)  # (V_s, V_t, B, K/N_B)
             cross_view = ~torch.eye(len(student), len(teacher), dtype=torch.bool, device=p.device)
@@ -131,14 +131,15 @@ def sinkhorn(logits: Tensor, iterations: int) -> Tensor:
     """Equipartitioned assignments: Sinkhorn-Knopp in log space over the global batch (SwAV).
 
     Alternately rescales exp(logits) so that every prototype of a block receives B / N_B of the mass over
-    the global batch of B samples and every sample's row sums to 1, ending on the row step.
+    the global batch of B samples and every sample's row sums to 1, ending on the row step. Each block
+    (every index of the middle dimensions) is balanced on its own.
 
     Args:
-        logits: (B, M, N_B) local rows of M blocks of N_B prototypes.
+        logits: (B, ..., N_B) local rows of blocks of N_B prototypes.
         iterations: number of (column, row) rescaling rounds, >= 1.
 
     Returns:
-        (B, M, N_B) probabilities, each row summing to 1 within its block.
+        (B, ..., N_B) probabilities, each row summing to 1 within its block.
     """
     nb = logits.shape[-1]
     batch = all_reduce_sum_(torch.tensor(float(logits.shape[0]), device=logits.device))
