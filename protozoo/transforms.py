@@ -204,9 +204,11 @@ class MultiCropTransform:
         std: per-channel std, in_chans values.
         in_chans: channels of the output, 1 or 3; inputs are converted.
         color: RGB colour augmentations (needs in_chans=3); defaults to in_chans == 3.
+        blur_prob: probability of the Gaussian blur for global view 1, global view 2 and local views.
+        solarize_prob: probability of solarising global view 2.
 
     Raises:
-        ValueError: bad sizes, scales, channels, color with in_chans=1, or mean/std lengths.
+        ValueError: bad sizes, scales, probabilities, channels, color with in_chans=1, or mean/std lengths.
 
     Example:
         >>> t = MultiCropTransform(28, 14, num_local=2, mean=(0.286,), std=(0.353,), in_chans=1)
@@ -226,7 +228,15 @@ class MultiCropTransform:
         std: Sequence[float],
         in_chans: int,
         color: bool | None = None,
+        blur_prob: tuple[float, float, float] = (1.0, 0.1, 0.5),
+        solarize_prob: float = 0.2,
     ) -> None:
+        if len(blur_prob) != 3 or not all(0 <= p <= 1 for p in (*blur_prob, solarize_prob)):
+            raise ValueError(
+                f"blur_prob needs three probabilities (global view 1, global view 2, local views) and "
+                f"solarize_prob one, all in [0, 1]; got blur_prob={tuple(blur_prob)}, "
+                f"solarize_prob={solarize_prob}"
+            )
         if global_size <= 0 or num_local < 0 or (num_local > 0 and local_size <= 0):
             raise ValueError(
                 f"need global_size > 0, num_local >= 0 and local_size > 0 when num_local > 0, got "
@@ -239,9 +249,10 @@ class MultiCropTransform:
         self.color = in_chans == 3 if color is None else color
         if self.color and in_chans != 3:
             raise ValueError(f"color=True needs in_chans=3, got in_chans={in_chans}; pass color=False")
-        self.global1 = _RandomView(global_size, global_scale, self.color, blur_p=1.0, solarize_p=0.0)
-        self.global2 = _RandomView(global_size, global_scale, self.color, blur_p=0.1, solarize_p=0.2)
-        self.local = _RandomView(local_size, local_scale, self.color, 0.5, 0.0) if num_local else None
+        blur1, blur2, blur_local = blur_prob
+        self.global1 = _RandomView(global_size, global_scale, self.color, blur1, 0.0)
+        self.global2 = _RandomView(global_size, global_scale, self.color, blur2, solarize_prob)
+        self.local = _RandomView(local_size, local_scale, self.color, blur_local, 0.0) if num_local else None
 
     def __call__(self, image: Image.Image | Tensor) -> list[Tensor]:
         """Augment one image.
@@ -271,6 +282,8 @@ def multicrop_preset(
     num_local: int = 0,
     global_scale: tuple[float, float] | None = None,
     local_scale: tuple[float, float] | None = None,
+    blur_prob: tuple[float, float, float] = (1.0, 0.1, 0.5),
+    solarize_prob: float = 0.2,
 ) -> MultiCropTransform:
     """The multi-crop settings used for the zoo, scaled to the image size.
 
@@ -287,6 +300,8 @@ def multicrop_preset(
         num_local: number of local views.
         global_scale: (low, high) area fraction of the global crops, replacing the preset's.
         local_scale: (low, high) area fraction of the local crops, replacing the preset's.
+        blur_prob: blur probabilities of global view 1, global view 2 and the local views (DINO's).
+        solarize_prob: solarisation probability of global view 2 (DINO's).
 
     Returns:
         The configured MultiCropTransform.
@@ -308,6 +323,8 @@ def multicrop_preset(
         mean=mean,
         std=std,
         in_chans=in_chans,
+        blur_prob=blur_prob,
+        solarize_prob=solarize_prob,
     )
 
 

@@ -225,3 +225,15 @@ def test_eval_transform_bad_inputs(image: object, error: type, match: str) -> No
 def test_eval_transform_errors(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         eval_transform(**{"img_size": 28, **RGB, **kwargs})
+
+
+def test_photometric_probabilities() -> None:
+    t = multicrop_preset(28, **GRAY, num_local=1, blur_prob=(0.0, 0.0, 0.0), solarize_prob=0.0)
+    assert (t.global1.blur_p, t.global2.blur_p, t.local.blur_p, t.global2.solarize_p) == (0, 0, 0, 0)
+    x = torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8)
+    views = t(x)
+    assert len(views) == 3
+    with pytest.raises(ValueError, match="blur_prob needs three probabilities"):
+        multicrop_preset(28, **GRAY, blur_prob=(1.0, 0.1))
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        multicrop_preset(28, **GRAY, solarize_prob=1.5)
