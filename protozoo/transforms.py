@@ -23,6 +23,9 @@ from torch import Tensor
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
+DINO_BLUR_PROB = (1.0, 0.1, 0.5)  # Gaussian blur: global view 1, global view 2, local views
+DINO_SOLARIZE_PROB = 0.2  # solarisation of global view 2
+
 _INTERPOLATIONS = {
     "bicubic": InterpolationMode.BICUBIC,
     "bilinear": InterpolationMode.BILINEAR,
@@ -190,9 +193,10 @@ class MultiCropTransform:
     """DINO-style multi-crop: two global views, then `num_local` smaller local views.
 
     Each view is a RandomResizedCrop plus horizontal flip and photometric noise. RGB (color=True):
-    colour jitter (0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale with p 0.2, Gaussian blur sigma 0.1-2 (p 1.0
-    for view 1, 0.1 for view 2, 0.5 for locals), solarisation with p 0.2 on view 2. Grayscale: brightness and
-    contrast jitter 0.4 with p 0.8 and a kernel-3 blur of sigma 0.1-1, with the same probabilities.
+    colour jitter (0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale with p 0.2, Gaussian blur sigma 0.1-2 (by
+    default p 1.0 for view 1, 0.1 for view 2, 0.5 for locals), solarisation (by default p 0.2) on view 2.
+    Grayscale: brightness and contrast jitter 0.4 with p 0.8 and a kernel-3 blur of sigma 0.1-1, with the
+    same probabilities.
 
     Args:
         global_size: side of the global views in pixels.
@@ -228,8 +232,8 @@ class MultiCropTransform:
         std: Sequence[float],
         in_chans: int,
         color: bool | None = None,
-        blur_prob: tuple[float, float, float] = (1.0, 0.1, 0.5),
-        solarize_prob: float = 0.2,
+        blur_prob: Sequence[float] = DINO_BLUR_PROB,
+        solarize_prob: float = DINO_SOLARIZE_PROB,
     ) -> None:
         if len(blur_prob) != 3 or not all(0 <= p <= 1 for p in (*blur_prob, solarize_prob)):
             raise ValueError(
@@ -282,8 +286,8 @@ def multicrop_preset(
     num_local: int = 0,
     global_scale: tuple[float, float] | None = None,
     local_scale: tuple[float, float] | None = None,
-    blur_prob: tuple[float, float, float] = (1.0, 0.1, 0.5),
-    solarize_prob: float = 0.2,
+    blur_prob: Sequence[float] = DINO_BLUR_PROB,
+    solarize_prob: float = DINO_SOLARIZE_PROB,
 ) -> MultiCropTransform:
     """The multi-crop settings used for the zoo, scaled to the image size.
 

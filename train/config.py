@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from protozoo.config import METHODS, ProtoConfig
+from protozoo.transforms import DINO_BLUR_PROB, DINO_SOLARIZE_PROB
 
 ANCHORS = ("lightly_dino", "lightly_swav")  # lightly's DINO and SwAV on our pipeline (train/anchors.py)
 
@@ -44,8 +45,8 @@ class TrainConfig:
     num_local_crops: int = 0  # DINO-style small crops; more crops help but cost time
     global_crops_scale: list[float] | None = None  # [low, high] area; None: preset (0.3, 1 at 28 px)
     local_crops_scale: list[float] | None = None  # [low, high] area; None: preset (0.1, 0.3 at 28 px)
-    blur_prob: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.5])  # views 1, 2, local (DINO)
-    solarize_prob: float = 0.2  # global view 2 (DINO)
+    blur_prob: list[float] = field(default_factory=lambda: list(DINO_BLUR_PROB))  # views 1, 2, local
+    solarize_prob: float = DINO_SOLARIZE_PROB  # global view 2
     long_tail: float | None = None  # imbalance factor for a long-tailed training set (e.g. 100)
     num_workers: int = 0  # data-loading processes; 0 keeps resume bit-exact on CPU
     # ---- optimisation ----

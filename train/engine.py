@@ -113,7 +113,7 @@ class Trainer:
             num_local=cfg.num_local_crops,
             global_scale=cfg.global_crops_scale,
             local_scale=cfg.local_crops_scale,
-            blur_prob=tuple(cfg.blur_prob),
+            blur_prob=cfg.blur_prob,
             solarize_prob=cfg.solarize_prob,
         )
         eval_tf = eval_transform(cfg.img_size, mean, std, cfg.in_chans, cfg.crop_pct)
