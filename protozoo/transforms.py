@@ -92,9 +92,10 @@ class _Normalize:
         return torch.addcmul(self.shift, x.float(), self.scale)
 
 
-def _check_scale(name: str, scale: tuple[float, float]) -> None:
-    if not 0 < scale[0] <= scale[1] <= 1:
-        raise ValueError(f"{name} must satisfy 0 < low <= high <= 1, got {scale}")
+def _check_scale(name: str, scale: Sequence[float]) -> tuple[float, float]:
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+        raise ValueError(f"{name} must be (low, high) with 0 < low <= high <= 1, got {tuple(scale)}")
+    return scale[0], scale[1]
 
 
 def _uniform(low: float, high: float) -> float:
@@ -225,8 +226,8 @@ class MultiCropTransform:
         global_size: int,
         local_size: int = 0,
         num_local: int = 0,
-        global_scale: tuple[float, float] = (0.25, 1.0),
-        local_scale: tuple[float, float] = (0.05, 0.25),
+        global_scale: Sequence[float] = (0.25, 1.0),
+        local_scale: Sequence[float] = (0.05, 0.25),
         *,
         mean: Sequence[float],
         std: Sequence[float],
@@ -246,8 +247,8 @@ class MultiCropTransform:
                 f"need global_size > 0, num_local >= 0 and local_size > 0 when num_local > 0, got "
                 f"global_size={global_size}, local_size={local_size}, num_local={num_local}"
             )
-        _check_scale("global_scale", global_scale)
-        _check_scale("local_scale", local_scale)
+        global_scale = _check_scale("global_scale", global_scale)
+        local_scale = _check_scale("local_scale", local_scale)
         self.normalize = _Normalize(mean, std, in_chans)
         self.in_chans, self.num_local = in_chans, num_local
         self.color = in_chans == 3 if color is None else color
@@ -284,8 +285,8 @@ def multicrop_preset(
     std: Sequence[float],
     in_chans: int,
     num_local: int = 0,
-    global_scale: tuple[float, float] | None = None,
-    local_scale: tuple[float, float] | None = None,
+    global_scale: Sequence[float] | None = None,
+    local_scale: Sequence[float] | None = None,
     blur_prob: Sequence[float] = DINO_BLUR_PROB,
     solarize_prob: float = DINO_SOLARIZE_PROB,
 ) -> MultiCropTransform:
@@ -322,8 +323,8 @@ def multicrop_preset(
         img_size,
         local_size,
         num_local,
-        tuple(global_scale or preset_global),
-        tuple(local_scale or preset_local),
+        global_scale or preset_global,
+        local_scale or preset_local,
         mean=mean,
         std=std,
         in_chans=in_chans,
