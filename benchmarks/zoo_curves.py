@@ -1,0 +1,81 @@
+"""The zoo runs' val k-NN against the images they have seen, with raw pixels on the same protocol.
+
+python benchmarks/zoo_curves.py   # reads docs/tables/screens/*.jsonl, writes docs/figures/zoo_knn.png
+
+The runs' evaluations during training use the held-out val split as queries and a bank of 10 000
+training images (train/engine.py, eval_bank_size with seed 0); raw pixels are scored here on the
+same bank and queries, so the dashed line is the floor each curve has to clear. Writes
+benchmarks/results/zoo_curves.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from protozoo.data import build_dataset
+from protozoo.eval import knn_accuracy
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN_IMAGES = 55_000  # the "train" split (Fashion-MNIST's 60 000 less the 5 000 val images)
+RUNS = {  # label: metrics file in docs/tables/screens
+    "ResNet-18, batch 256 (zoo v2)": "zoo_v2.jsonl",
+    "ResNet-18, batch 64 (zoo v3, shipped)": "zoo_v3.jsonl",
+    "ViT-Tiny, batch 256 (vit v1)": "zoo_vit.jsonl",
+    "ViT-Tiny, batch 64 (vit v2)": "zoo_vit_v2.jsonl",
+}
+
+
+def pixel_floor(bank_size: int = 10_000, seed: int = 0) -> float:
+    """k-NN on raw pixels with the training runs' val protocol (bank drawn as train/engine.py draws it)."""
+    bank, val = build_dataset("fashion_mnist", "train"), build_dataset("fashion_mnist", "val")
+    pick = torch.randperm(len(bank), generator=torch.Generator().manual_seed(seed))[:bank_size]  # type: ignore[arg-type]
+    (bank_x, bank_y), (val_x, val_y) = (
+        next(iter(DataLoader(ds, batch_size=len(ds))))
+        for ds in (Subset(bank, pick.tolist()), val)  # type: ignore[arg-type]
+    )
+    return knn_accuracy(bank_x.flatten(1), bank_y, val_x.flatten(1), val_y)
+
+
+def curve(path: Path) -> tuple[list[int], list[float]]:
+    """(images seen, val k-NN) of one run's metrics.jsonl; the batch size is read off its epoch counter."""
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    train = next(r for r in lines if "epoch" in r)
+    batch = round(train["epoch"] * TRAIN_IMAGES / train["step"])
+    evals = [r for r in lines if "knn_top1" in r and r.get("split") != "test"]
+    return [r["step"] * batch for r in evals], [r["knn_top1"] for r in evals]
+
+
+def main() -> None:
+    screens = ROOT / "docs" / "tables" / "screens"
+    curves = {label: curve(screens / name) for label, name in RUNS.items() if (screens / name).exists()}
+    floor = pixel_floor()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, (images, knn) in curves.items():
+        ax.plot([i / 1e6 for i in images], knn, marker="o", markersize=3, label=label)
+    ax.axhline(floor, color="black", linestyle="--", label=f"raw pixels ({floor:.4f})")
+    ax.set(xlabel="training images seen (millions)", ylabel="val k-NN top-1 (10 000-image bank)")
+    ax.set_ylim(0.5, 0.9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Zoo runs against the pixel floor, Fashion-MNIST val split")
+    out = ROOT / "docs" / "figures" / "zoo_knn.png"
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    print(f"| run | last val k-NN | images seen |\n|---|---|---|\n| raw pixels | {floor:.4f} | |")
+    for label, (images, knn) in curves.items():
+        print(f"| {label} | {knn[-1]:.4f} | {images[-1]:,} |")
+    results = {"pixels_val_knn": floor, "runs": {k: {"images": v[0], "knn": v[1]} for k, v in curves.items()}}
+    (ROOT / "benchmarks" / "results" / "zoo_curves.json").write_text(json.dumps(results, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
