@@ -17,10 +17,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
-from protozoo.data import build_dataset
+from protozoo.data import build_dataset, random_subset
 from protozoo.eval import knn_accuracy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,12 +33,11 @@ RUNS = {  # label: metrics file in docs/tables/screens
 
 
 def pixel_floor(bank_size: int = 10_000, seed: int = 0) -> float:
-    """k-NN on raw pixels with the training runs' val protocol (bank drawn as train/engine.py draws it)."""
+    """k-NN on raw pixels with the training runs' val protocol (the same random_subset bank)."""
     bank, val = build_dataset("fashion_mnist", "train"), build_dataset("fashion_mnist", "val")
-    pick = torch.randperm(len(bank), generator=torch.Generator().manual_seed(seed))[:bank_size]  # type: ignore[arg-type]
     (bank_x, bank_y), (val_x, val_y) = (
-        next(iter(DataLoader(ds, batch_size=len(ds))))
-        for ds in (Subset(bank, pick.tolist()), val)  # type: ignore[arg-type]
+        next(iter(DataLoader(ds, batch_size=len(ds))))  # type: ignore[arg-type]
+        for ds in (random_subset(bank, bank_size, seed), val)
     )
     return knn_accuracy(bank_x.flatten(1), bank_y, val_x.flatten(1), val_y)
 

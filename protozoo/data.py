@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from protozoo.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 
@@ -233,6 +233,15 @@ def train_val_split(n: int, val_fraction: float, seed: int = 0) -> tuple[Tensor,
     n_val = min(n - 1, max(1, round(n * val_fraction)))
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def random_subset(dataset: Dataset, size: int, seed: int = 0) -> Subset:
+    """``size`` samples of ``dataset`` (all of them if it has fewer), picked by a seeded permutation.
+
+    The training runs draw their k-NN bank this way (``eval_bank_size`` images with the run's seed).
+    """
+    pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size]  # type: ignore[arg-type]
+    return Subset(dataset, pick.tolist())
 
 
 def _split_indices(split: str, n: int) -> Tensor | None:

@@ -24,11 +24,11 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from protozoo.collapse import collapse_report, plot_unique_over_steps
-from protozoo.data import build_dataset, class_groups
+from protozoo.data import build_dataset, class_groups, random_subset
 from protozoo.eval import extract_features, knn_accuracy, knn_predict, linear_probe, per_group_accuracy
 from protozoo.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from protozoo.losses import CARPLoss, DINOLoss, KoLeoProtoLoss
@@ -123,9 +123,7 @@ class Trainer:
         )
         self.train_set = SeededViews(train, cfg.seed)
         bank = build_dataset(cfg.dataset, "train", transform=eval_tf, root=root, long_tail=lt, seed=cfg.seed)
-        n_bank = min(cfg.eval_bank_size, len(bank))  # type: ignore[arg-type]
-        pick = torch.randperm(len(bank), generator=torch.Generator().manual_seed(cfg.seed))[:n_bank]  # type: ignore[arg-type]
-        self.bank_loader = self._eval_loader(Subset(bank, pick.tolist()))
+        self.bank_loader = self._eval_loader(random_subset(bank, cfg.eval_bank_size, cfg.seed))
         self.val_loader = self._eval_loader(
             build_dataset(cfg.dataset, "val", transform=eval_tf, root=cfg.data_root)
         )
