@@ -12,7 +12,7 @@ apart, as the only one that may read files from disk rather than from the page c
 The model is the first zoo model when its weights are shipped or cached (no network is used:
 HF_HUB_OFFLINE=1). When they are not, a stand-in of the same size is saved with
 ``save_pretrained`` into a temporary folder and loaded from there: resnet18_small with the zoo's
-head (K = 1024, D = 256, hidden 1024) in bfloat16, as the zoo ships; the table says which.
+head (K = 1024, D = 256, hidden 512) in bfloat16, as the zoo ships; the table says which.
 
     python benchmarks/bench_load.py [--quick]
 """
@@ -70,11 +70,11 @@ def model_to_load(folder: Path) -> tuple[str, str]:
     from protozoo.config import ProtoConfig
     from protozoo.model import ProtoModel
 
-    config = ProtoConfig(architecture="resnet18_small", num_prototypes=1024, embed_dim=256, hidden_dim=1024)
+    config = ProtoConfig(architecture="resnet18_small", num_prototypes=1024, embed_dim=256, hidden_dim=512)
     path = ProtoModel(config).save_pretrained(folder / "resnet18-standin", dtype="bfloat16")
     return str(path), (
         f"stand-in: the weights of {name} are neither shipped nor cached, so a resnet18_small of the zoo's "
-        "size (K = 1024, D = 256, hidden 1024, bfloat16) saved with save_pretrained into a temporary folder"
+        "size (K = 1024, D = 256, hidden 512, bfloat16) saved with save_pretrained into a temporary folder"
     )
 
 

@@ -40,6 +40,7 @@ def diagnose(name: str, num_images: int = 3000) -> dict[str, float]:
     return {
         **dims,
         "embed_dim": emb.shape[1],
+        "mean_norm": emb.mean(0).norm().item(),
         "used": int(used.sum()),
         "inside_used": inside[used].mean().item(),
         "inside_dead": inside[~used].mean().item(),

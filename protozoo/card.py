@@ -220,8 +220,8 @@ def _recipe_rows(recipe: dict[str, Any], prefix: str = "") -> list[tuple[str, st
     """Flatten the recipe into (dotted key, value) rows for a Markdown table."""
     rows = []
     for key, value in recipe.items():
-        if not prefix and key in _LOCAL_RECIPE_KEYS:
-            continue
+        if not prefix and (key in _LOCAL_RECIPE_KEYS or (key == "epochs" and recipe.get("max_steps"))):
+            continue  # machine-local, or epochs that max_steps overrode
         if isinstance(value, dict) and value:
             rows += _recipe_rows(value, f"{prefix}{key}.")
         else:

@@ -105,6 +105,15 @@ def test_sections_usage_recipe_results_and_citations(tmp_path: Path) -> None:
     assert "Apache-2.0" in text and "Fashion-MNIST (Zalando Research) is MIT-licensed" in text
 
 
+def test_recipe_lists_epochs_only_when_they_bound_the_run() -> None:
+    config = json.loads(json.dumps(CONFIG))
+    config["protozoo"]["recipe"].update(epochs=10, max_steps=9600)
+    assert "| max_steps | 9600 |" in (text := render_card(config, name="m", load_name="m").text)
+    assert "| epochs |" not in text  # max_steps overrode them
+    config["protozoo"]["recipe"]["max_steps"] = None
+    assert "| epochs | 10 |" in render_card(config, name="m", load_name="m").text
+
+
 def test_zoo_prose_and_local_folder_usage(tmp_path: Path) -> None:
     prose = load_prose("dp-vit-tiny-fmnist")
     card = render_card(CONFIG, name="dp-vit-tiny-fmnist", load_name="/models/vit")
