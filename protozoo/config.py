@@ -35,6 +35,7 @@ class ProtoConfig:
     gmm_var_floor: float = 1e-4  # lower bound on GMM variances
     gmm_init: str = "random"  # GMM means: "random" unit vectors or "first_batch" teacher features + noise
     gmm_reseed_every: int = 0  # restart dead GMM components every this many updates; 0: never (the paper)
+    gmm_reseed_max_cos: float = 1.0  # restarted GMM means keep cosine <= this to live ones; 1: any
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm kwargs, e.g. drop_path_rate
 
     def __post_init__(self) -> None:

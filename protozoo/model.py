@@ -93,6 +93,7 @@ class ProtoModel(nn.Module):
                 var_floor=config.gmm_var_floor,
                 init=config.gmm_init,
                 reseed_every=config.gmm_reseed_every,
+                reseed_max_cos=config.gmm_reseed_max_cos,
             )
         else:
             self.prototype_source = LearnablePrototypes(config.num_prototypes, config.embed_dim)
@@ -136,11 +137,7 @@ class ProtoModel(nn.Module):
             ValueError: when x is not a float tensor of shape (B, in_chans, H, W) with B >= 1
                 (and H = W = img_size for fixed-size backbones such as ViTs).
         """
-        views = x if isinstance(x, (list, tuple)) else [x]
-        for v in views:
-            self._check_input(v)
-        features = torch.cat([self.backbone(torch.cat(group)) for group in _same_size_groups(views)])
-        z = self.head(features)
+        features, z = self._features_and_projection(x)
         scores = self.prototype_logits(z)
         return ProtoOutput(
             features=features,
@@ -150,6 +147,21 @@ class ProtoModel(nn.Module):
             projection=z,
             scores=scores,
         )
+
+    def project(self, x: Tensor | list[Tensor]) -> Tensor:
+        """The head's unnormalised projections z, (B, D) or (V·B, D), without scoring the prototypes.
+
+        Takes what :meth:`forward` takes; the training teacher uses it, since the prototypes it would
+        score against change in the GMM update that follows.
+        """
+        return self._features_and_projection(x)[1]
+
+    def _features_and_projection(self, x: Tensor | list[Tensor]) -> tuple[Tensor, Tensor]:
+        views = x if isinstance(x, (list, tuple)) else [x]
+        for v in views:
+            self._check_input(v)
+        features = torch.cat([self.backbone(torch.cat(group)) for group in _same_size_groups(views)])
+        return features, self.head(features)
 
     def _check_input(self, x: Tensor) -> None:
         c = self.config

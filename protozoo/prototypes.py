@@ -49,6 +49,10 @@ class OnlineGMM(nn.Module):
             with the mean mass and variance of the live components (as k-means relocates empty
             clusters); 0 never reseeds, as in the paper.
         reseed_min_mass: the responsibility below which a component counts as dead.
+        reseed_max_cos: a restarted mean must have cosine at most this to every live prototype and
+            to every other restarted mean (taken greedily, least likely embedding first), so reseeding
+            cannot create prototypes that the collapse measure at eps = 1 − reseed_max_cos would merge;
+            1.0 (the default) takes the least likely embeddings as they come.
 
     Example:
         >>> gmm = OnlineGMM(num_prototypes=64, dim=16)
@@ -80,6 +84,7 @@ class OnlineGMM(nn.Module):
         chunk_size: int = 4096,
         reseed_every: int = 0,
         reseed_min_mass: float = 1.0,
+        reseed_max_cos: float = 1.0,
     ) -> None:
         super().__init__()
         if num_prototypes < 1 or dim < 1:
@@ -92,8 +97,11 @@ class OnlineGMM(nn.Module):
         self.eta, self.var_floor, self.init = eta, var_floor, init
         if reseed_every < 0:
             raise ValueError(f"reseed_every must be >= 0 (0 never reseeds), got {reseed_every}")
+        if not -1.0 <= reseed_max_cos <= 1.0:
+            raise ValueError(f"reseed_max_cos is a cosine in [-1, 1] (1: no limit), got {reseed_max_cos}")
         self.init_noise, self.chunk_size = init_noise, chunk_size
         self.reseed_every, self.reseed_min_mass = reseed_every, reseed_min_mass
+        self.reseed_max_cos = reseed_max_cos
         mu = F.normalize(torch.randn(num_prototypes, dim), dim=1)
         var = torch.full((num_prototypes, dim), 1.0 / dim)
         # One pseudo-count of mass per component, so the statistics describe the initial guess.
@@ -242,14 +250,19 @@ class OnlineGMM(nn.Module):
 
     def _reseed(self, h: Tensor) -> None:
         """Restart each dead component (recent mass below the minimum) at one of the batch's embeddings,
-        the least likely under the mixture first, with the mean mass and variance of the live ones."""
+        the least likely under the mixture first, with the mean mass and variance of the live ones.
+        With ``reseed_max_cos`` < 1 an embedding is taken only if it is that far from every live
+        prototype and every embedding taken before it."""
         live = self.recent_mass >= self.reseed_min_mass
         dead = (~live).nonzero().squeeze(1)
         self.recent_mass.zero_()
         if len(dead) == 0 or not live.any():
             return
         loglik = torch.stack([lp.logsumexp(1) for _, lp in self._log_prob_chunks(h)]).logsumexp(0)  # (B,)
-        rows = loglik.argsort()[: len(dead)]
+        rows = loglik.argsort()
+        if self.reseed_max_cos < 1.0:
+            rows = self._distinct(rows, h, self.prototypes[live])
+        rows = rows[: len(dead)]
         dead, mu = dead[: len(rows)], h[rows]  # more dead than rows: the rest wait for the next check
         broadcast_(mu)
         mass, var = self.mass[live].mean(), self.variances[live].mean(0)
@@ -257,6 +270,18 @@ class OnlineGMM(nn.Module):
         self.s1[dead] = mass * mu
         self.s2[dead] = mass * (var + mu**2)
         self._m_step()
+
+    def _distinct(self, rows: Tensor, h: Tensor, live: Tensor) -> Tensor:
+        """The rows, in order, whose unit embedding has cosine <= reseed_max_cos to every live prototype
+        and to every row kept before it (the greedy scan of ``unique_prototypes``)."""
+        x = F.normalize(h[rows], dim=1)  # (B, d)
+        far = (x @ live.T).amax(1) <= self.reseed_max_cos  # (B,)
+        close = (x @ x.T > self.reseed_max_cos).tolist()  # (B, B)
+        kept: list[int] = []
+        for i in far.nonzero().flatten().tolist():
+            if not any(close[i][j] for j in kept):
+                kept.append(i)
+        return rows[kept]
 
     def _check(self, h: Tensor) -> Tensor:
         if not isinstance(h, Tensor) or h.dim() != 2 or h.shape[1] != self.dim or h.shape[0] == 0:
@@ -274,7 +299,7 @@ class OnlineGMM(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"num_prototypes={self.num_prototypes}, dim={self.dim}, eta={self.eta}, init={self.init!r}, "
-            f"reseed_every={self.reseed_every}"
+            f"reseed_every={self.reseed_every}, reseed_max_cos={self.reseed_max_cos}"
         )
 
 

@@ -168,6 +168,25 @@ def test_reseeded_components_start_at_batch_embeddings_as_typical_live_ones():
     assert int(gmm.num_updates) == 1 and (gmm.recent_mass == 0).all()
 
 
+def test_distinct_reseeding_keeps_restarted_means_apart():
+    torch.manual_seed(0)
+    h = F.normalize(torch.randn(256, 16), dim=1)
+    h = torch.cat([h, h[:8] + 1e-3])  # near-duplicates of the first rows: at most one of each pair is taken
+    reseeded = {}
+    for max_cos in (1.0, 0.5):
+        torch.manual_seed(1)
+        gmm = OnlineGMM(512, 16, reseed_every=1, reseed_max_cos=max_cos)
+        gmm.update(h)
+        on_embedding = (gmm.means[:, None] - h[None]).norm(dim=2).amin(1) < 1e-5
+        c = gmm.prototypes[on_embedding]
+        reseeded[max_cos] = len(c)
+        if max_cos < 1.0:
+            live = ~on_embedding & (gmm.mass >= 1.999)  # A = (1 - eta)^n + n >= 1.999  <=>  n >= 1
+            assert (c @ c.T - 2 * torch.eye(len(c))).amax() <= 0.5 + 1e-6
+            assert (c @ F.normalize(gmm.means[live], dim=1).T).amax() <= 0.5 + 1e-6
+    assert 0 < reseeded[0.5] < reseeded[1.0], reseeded
+
+
 def test_published_state_without_reseed_counters_loads():
     gmm = OnlineGMM(16, 4, reseed_every=5)
     gmm.update(F.normalize(torch.randn(8, 4), dim=1))

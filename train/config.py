@@ -82,6 +82,7 @@ class TrainConfig:
     gmm_var_floor: float = 1e-4
     gmm_init: str = "random"  # random | first_batch
     gmm_reseed_every: int = 0  # restart components dead for this many steps at poorly explained embeddings
+    gmm_reseed_max_cos: float = 1.0  # restart only at embeddings this far (cosine) from live prototypes
     # ---- evaluation, logging, checkpoints ----
     eval_every: int = 200  # steps between k-NN + collapse evaluations (also at each epoch end)
     eval_bank_size: int = 10000  # training images in the k-NN memory bank during training
@@ -134,6 +135,7 @@ class TrainConfig:
             gmm_var_floor=self.gmm_var_floor,
             gmm_init=self.gmm_init,
             gmm_reseed_every=self.gmm_reseed_every,
+            gmm_reseed_max_cos=self.gmm_reseed_max_cos,
             backbone_kwargs=self.backbone_kwargs,
         )
 
