@@ -93,8 +93,8 @@ def no_prototype_step(trainer: Trainer, views: list[Tensor]) -> float:
     student, teacher = trainer.model, trainer.teacher
     with acc.autocast():
         with torch.no_grad():
-            t = teacher.head(teacher.backbone(torch.cat(views[:2])))  # (2B, D)
-        z = student.head(student.backbone(torch.cat(views)))  # (V·B, D)
+            t = teacher.project(views[:2])  # (2B, D)
+        z = student.project(views)  # (V·B, D)
         target = torch.cat(t.chunk(2)[::-1])  # teacher projection of the other view, (2B, D)
         loss = -F.cosine_similarity(z[: len(target)].float(), target.float(), dim=-1).mean()
     acc.backward(loss)

@@ -169,7 +169,7 @@ def _views(n, batch=2, k=8):
             r"student\[0\] has shape \(2, 6\); expected a 2-D \(B, 8\)",
         ),
         (_views(2) + [torch.randn(2, 8, 1)], _views(1), ValueError, r"student\[2\] has shape \(2, 8, 1\)"),
-        (_views(2), [torch.full((2, 8), float("nan"))], ValueError, r"teacher\[0\] contains NaN or Inf"),
+        (_views(2), [torch.full((2, 8), float("nan"))], ValueError, r"teacher\[0\] has NaN or Inf"),
         (torch.randn(2, 8), _views(1), TypeError, r"student must be a list of \(B, K\) tensors.*got Tensor"),
     ],
 )

@@ -113,7 +113,7 @@ def _views(n, batch=2, k=4):
             _views(1),
             {},
             ValueError,
-            r"student\[0\] contains NaN or Inf",
+            r"student\[0\] has NaN or Inf",
         ),
         (_views(2), _views(1), {"teacher_temp": 0.0}, ValueError, r"teacher_temp must be positive.*got 0.0"),
         (_views(2), torch.randn(2, 4), {}, TypeError, r"teacher must be a list of \(B, K\) tensors"),

@@ -223,12 +223,10 @@ class Trainer:
             last = a == len(micro_batches) - 1
             with acc.no_sync(self.student) if not last else nullcontext(), acc.autocast():
                 with torch.no_grad():
-                    t = self.teacher(views[:2])
+                    z_t = self.teacher.project(views[:2])
                     if isinstance(self.model.prototype_source, OnlineGMM):  # the prototype step
-                        self.model.prototype_source.update(
-                            F.normalize(t.projection.float(), dim=-1), beta=beta
-                        )
-                    t_scores = self.teacher.prototype_logits(t.projection).chunk(2)  # 2 x (B, K)
+                        self.model.prototype_source.update(F.normalize(z_t.float(), dim=-1), beta=beta)
+                    t_scores = self.teacher.prototype_logits(z_t).chunk(2)  # 2 x (B, K)
                 out = self.student(views)  # prototypes now fixed for this step
                 student_scores = list(out.scores.chunk(len(views)))  # V x (B, K)
                 if cfg.method.startswith("carp"):

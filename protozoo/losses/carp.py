@@ -124,7 +124,9 @@ class CARPLoss(nn.Module):
             mean_p = global_batch_mean(p.transpose(0, 1))  # (V_s, K/N_B, N_B) over the global batch
             kl = torch.special.xlogy(mean_p, mean_p).sum(dim=-1) + math.log(nb)  # (V_s, K/N_B)
             uniformity = kl.mean()
-        return {"loss": consistency + uniformity, "consistency": consistency, "uniformity": uniformity}
+        loss = consistency + uniformity
+        check_finite(loss, student, teacher)
+        return {"loss": loss, "consistency": consistency, "uniformity": uniformity}
 
 
 def sinkhorn(logits: Tensor, iterations: int) -> Tensor:
@@ -161,7 +163,7 @@ def check_views(student: list[Tensor], teacher: list[Tensor], dim: int) -> None:
     Raises:
         TypeError: if a list is not a list of tensors.
         ValueError: on fewer than 2 student or 1 teacher views, more teacher than student views,
-            mismatched or non-2-D shapes, a last dimension other than ``dim`` or non-finite values.
+            mismatched or non-2-D shapes or a last dimension other than ``dim``.
     """
     for name, views in (("student", student), ("teacher", teacher)):
         if not isinstance(views, list | tuple) or not all(isinstance(v, Tensor) for v in views):
@@ -192,5 +194,16 @@ def check_views(student: list[Tensor], teacher: list[Tensor], dim: int) -> None:
                 f"{name}[{i}] has shape {tuple(v.shape)} but student[0] has {tuple(student[0].shape)}; "
                 f"every view must have the same batch size."
             )
-        if not torch.isfinite(v).all():
-            raise ValueError(f"{name}[{i}] contains NaN or Inf logits; lower the learning rate or check AMP.")
+
+
+def check_finite(loss: Tensor, student: list[Tensor], teacher: list[Tensor]) -> None:
+    """When ``loss`` is NaN or Inf, raise a ValueError naming the first view whose logits are.
+
+    The views are scanned only then, which keeps the check off the path of every training step.
+    """
+    if bool(torch.isfinite(loss)):
+        return
+    for name, views in (("student", student), ("teacher", teacher)):
+        bad = [i for i, v in enumerate(views) if not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"{name}[{bad[0]}] has NaN or Inf logits; lower the learning rate or check AMP.")

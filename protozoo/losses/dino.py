@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from protozoo.distributed import all_reduce_sum_
-from protozoo.losses.carp import check_views
+from protozoo.losses.carp import check_finite, check_views
 
 
 class DINOLoss(nn.Module):
@@ -106,6 +106,7 @@ class DINOLoss(nn.Module):
             cross_view = ~torch.eye(len(student), len(teacher), dtype=torch.bool, device=log_p.device)
             loss = cross_entropy[cross_view].mean()
 
+        check_finite(loss, student, teacher)  # before the centre can take in a NaN
         if self.training:
             self._update_center(g_t)
         return {"loss": loss}
