@@ -226,6 +226,7 @@ def test_bad_embeddings_raise(h, match):
         ({"init": "kmeans"}, "Unknown init 'kmeans'"),
         ({"num_prototypes": 0}, ">= 1"),
         ({"reseed_every": -1}, "reseed_every must be >= 0"),
+        ({"reseed_max_cos": 1.5}, r"reseed_max_cos is a cosine in \[-1, 1\]"),
     ],
 )
 def test_bad_settings_raise(kwargs, match):

@@ -47,8 +47,10 @@ def test_each_method_trains_and_writes_a_loadable_model(tmp_path, method):
     assert (tmp_path / "config.yaml").exists()
     model = protozoo.load(tmp_path / "model")
     assert model.config.method == method
-    out = model(torch.randn(3, 1, 28, 28))
-    assert out.assignments.shape == (3, 64)
+    views = [torch.randn(3, 1, 28, 28), torch.randn(3, 1, 28, 28)]
+    out = model(views)
+    assert out.assignments.shape == (6, 64)
+    torch.testing.assert_close(model.project(views), out.projection)  # what the teacher runs in a step
     assert results["knn_top1"] == evals[-1]["knn_top1"]
 
 
