@@ -4,7 +4,8 @@ After ``import protozoo``, ``timm.create_model("resnet18_small")`` and friends w
 model, including ``pretrained=True`` from ``hf-hub:`` and ``local-dir:`` checkpoints.
 
 - ``resnet18_small`` / ``resnet50_small``: timm's ResNet with a 3×3 stride-2 stem conv and no
-  max-pool (28 px → 14 px after the stem instead of 7 px), the usual stage layout.
+  max-pool (28 px → 14 px after the stem instead of 7 px), the usual stage layout; ``stem_stride=1``
+  keeps the full 28 px through the stem, for about four times the compute.
 - ``vit_tiny_patch4_28`` / ``vit_small_patch4_32`` …: timm's ViT with 4×4 patches at the native
   size of the small datasets (28 px → 49 tokens, 32 px → 64 tokens); ``vit_tiny_patch7_28`` has
   7×7 patches (16 tokens) for a third of the compute.
@@ -21,18 +22,21 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 
 
 class SmallStemResNet(ResNet):
-    """timm ResNet whose stem is one 3×3 stride-2 conv without max-pool, for 28-32 px images."""
+    """timm ResNet whose stem is one 3×3 conv (stride 2, or 1 with ``stem_stride=1``) without max-pool,
+    for 28-32 px images."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, stem_stride: int = 2, **kwargs: Any) -> None:
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
         super().__init__(*args, **kwargs)
         old: Any = self.conv1
-        stem = nn.Conv2d(old.in_channels, old.out_channels, kernel_size=3, stride=2, padding=1, bias=False)
+        stem = nn.Conv2d(old.in_channels, old.out_channels, 3, stride=stem_stride, padding=1, bias=False)
         nn.init.kaiming_normal_(stem.weight, mode="fan_out", nonlinearity="relu")
         self.conv1 = stem  # type: ignore[assignment]
         self.maxpool = nn.Identity()  # type: ignore[assignment]
         feature_info: list[dict[str, Any]] = self.feature_info  # type: ignore[assignment]
-        for info in feature_info:  # one stride-2 conv instead of the stride-4 stem
-            info["reduction"] = max(2, info["reduction"] // 2)
+        for info in feature_info:  # one conv of stride 1 or 2 instead of the stride-4 stem
+            info["reduction"] = max(stem_stride, info["reduction"] * stem_stride // 4)
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from protozoo.cli import main as cli_main
 from protozoo.hub import load, load_prototypes, publish, push_to_hub, save_pretrained
 
 RESNET = dict(architecture="resnet18_small", num_prototypes=64, embed_dim=16, hidden_dim=32)
+RESNET_STEM1 = dict(RESNET, backbone_kwargs={"stem_stride": 1})
 VIT = dict(
     architecture="vit_tiny_patch4_28",
     num_prototypes=64,
@@ -109,7 +110,9 @@ def test_config_json_is_timm_layout_plus_protozoo_block(model: ProtoModel, folde
     assert (block["results"], block["recipe"]) == (RESULTS, RECIPE)
 
 
-@pytest.mark.parametrize("config", [RESNET, VIT, DINO], ids=["resnet", "vit", "vit-dino"])
+@pytest.mark.parametrize(
+    "config", [RESNET, RESNET_STEM1, VIT, DINO], ids=["resnet", "resnet-stem1", "vit", "vit-dino"]
+)
 def test_round_trip_and_timm_local_dir_give_identical_outputs(
     config: dict, tmp_path: Path, x: torch.Tensor
 ) -> None:
@@ -123,9 +126,22 @@ def test_round_trip_and_timm_local_dir_give_identical_outputs(
     assert torch.equal(loaded.prototypes, model.prototypes)
     backbone = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
     assert type(backbone) is type(model.backbone)
-    assert len(getattr(backbone, "blocks", [])) == (0 if config is RESNET else 2)  # model_args carry depth
+    if "resnet" in config["architecture"]:  # model_args carry the stem's stride ...
+        assert backbone.conv1.stride == model.backbone.conv1.stride
+    else:  # ... and the ViT's depth
+        assert len(backbone.blocks) == 2
     with torch.no_grad():
         assert torch.equal(backbone(x), model.backbone(x))
+
+
+def test_small_resnet_stem_stride_one_keeps_twice_the_resolution() -> None:
+    x = torch.randn(2, 1, 28, 28)
+    for stride, size in ((2, 2), (1, 4)):
+        model = timm.create_model("resnet18_small", in_chans=1, stem_stride=stride)
+        assert model.forward_features(x).shape[-2:] == (size, size)
+        assert model.feature_info[-1]["reduction"] == 8 * stride
+    with pytest.raises(ValueError, match="stem_stride must be 1 or 2, got 3"):
+        timm.create_model("resnet18_small", stem_stride=3)
 
 
 def test_bfloat16_storage_halves_the_weights_and_keeps_the_gmm_masses_fp32(
