@@ -22,6 +22,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from protozoo.prototypes import greedy_cover
+
 logger = logging.getLogger(__name__)
 
 EPS_GRID = (0.025, 0.1, 0.25, 0.5)  # the paper's thresholds; a larger eps merges more, so it is stricter
@@ -97,14 +99,7 @@ def unique_prototypes(prototypes: Tensor | np.ndarray, eps: float = 0.025, chunk
         if todo.numel() == 0:
             continue
         xc = x[todo]  # (c, d)
-        close = (xc @ xc.T > threshold).cpu().numpy()  # (c, c) bool
-        taken = np.zeros(len(todo), dtype=bool)
-        reps = []
-        for i in range(len(todo)):
-            if taken[i]:
-                continue
-            reps.append(i)
-            taken[i + 1 :] |= close[i, i + 1 :]  # earlier rows are already representatives or covered
+        reps = greedy_cover((xc @ xc.T > threshold).cpu().numpy())  # inside the chunk
         count += len(reps)
         covered[todo] = True
         later = stop + torch.nonzero(~covered[stop:]).flatten()  # uncovered rows after this chunk

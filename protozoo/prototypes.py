@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -273,15 +274,11 @@ class OnlineGMM(nn.Module):
 
     def _distinct(self, rows: Tensor, h: Tensor, live: Tensor) -> Tensor:
         """The rows, in order, whose unit embedding has cosine <= reseed_max_cos to every live prototype
-        and to every row kept before it (the greedy scan of ``unique_prototypes``)."""
+        and to every row kept before it."""
         x = F.normalize(h[rows], dim=1)  # (B, d)
         far = (x @ live.T).amax(1) <= self.reseed_max_cos  # (B,)
-        close = (x @ x.T > self.reseed_max_cos).tolist()  # (B, B)
-        kept: list[int] = []
-        for i in far.nonzero().flatten().tolist():
-            if not any(close[i][j] for j in kept):
-                kept.append(i)
-        return rows[kept]
+        rows, x = rows[far], x[far]
+        return rows[greedy_cover((x @ x.T > self.reseed_max_cos).cpu().numpy())]
 
     def _check(self, h: Tensor) -> Tensor:
         if not isinstance(h, Tensor) or h.dim() != 2 or h.shape[1] != self.dim or h.shape[0] == 0:
@@ -301,6 +298,25 @@ class OnlineGMM(nn.Module):
             f"num_prototypes={self.num_prototypes}, dim={self.dim}, eta={self.eta}, init={self.init!r}, "
             f"reseed_every={self.reseed_every}, reseed_max_cos={self.reseed_max_cos}"
         )
+
+
+def greedy_cover(close: np.ndarray) -> list[int]:
+    """Representatives of a greedy cover in row order, the scan of the paper's Definition 2.1: row i is
+    kept unless an earlier kept row is close to it.
+
+    Args:
+        close: (n, n) bool, ``close[i, j]`` when rows i and j lie within the threshold of each other.
+
+    Returns:
+        The kept rows' indices, ascending.
+    """
+    taken = np.zeros(len(close), dtype=bool)
+    reps = []
+    for i in range(len(close)):
+        if not taken[i]:
+            reps.append(i)
+            taken[i + 1 :] |= close[i, i + 1 :]  # earlier rows are already representatives or covered
+    return reps
 
 
 class LearnablePrototypes(nn.Module):
