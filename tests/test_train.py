@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from train.config import TrainConfig, load_config
-from train.engine import Trainer, cosine
+from train.engine import Trainer, cosine, resolve_precision
 
 TINY = [
     "backbone=vit_tiny_patch4_28",
@@ -139,6 +139,9 @@ def test_two_processes_agree_with_one_on_the_gmm(tmp_path):
         (["max_stepz=3"], ValueError, "did you mean \\['max_steps'\\]"),
         (["max_steps"], ValueError, "not key=value"),
         (["max_steps=abc"], ValueError, "max_steps='abc'"),
+        (["eval_every=0"], ValueError, "eval_every must be a positive integer, got 0"),
+        (["max_steps=-5"], ValueError, "max_steps must be a positive integer, got -5"),
+        (["mixed_precision=fp8"], ValueError, "mixed_precision must be auto, bf16, fp16 or no"),
     ],
 )
 def test_bad_recipes_stop_at_start_with_a_clear_message(tmp_path, overrides, error, match):
@@ -176,6 +179,15 @@ def test_every_recipe_parses():
 )  # fmt: skip
 def test_overrides_take_the_field_type(override, field, expected):
     assert getattr(load_config(None, [override]), field) == expected
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for avx512_bf16, amx, expected in [(False, False, "no"), (True, False, "bf16"), (False, True, "bf16")]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert resolve_precision("auto") == expected
+        assert resolve_precision("bf16") == "bf16" and resolve_precision("no") == "no"
 
 
 def test_cosine_schedule():

@@ -72,6 +72,20 @@ def cosine(
     return end + 0.5 * (start - end) * (1 + math.cos(math.pi * t))
 
 
+def resolve_precision(mixed_precision: str) -> str:
+    """Accelerate's ``mixed_precision`` for a config value; ``auto`` is bf16 where the hardware computes it.
+
+    That is a CUDA GPU with bf16 (fp16 on older ones) or a CPU with AVX512-BF16 or AMX; elsewhere
+    ``auto`` is ``no`` (fp32), since emulated bf16 on an AVX2-only CPU is 14 times slower than fp32.
+    """
+    if mixed_precision != "auto":
+        return mixed_precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16" if native else "no"
+
+
 class Trainer:
     """Builds everything a run needs from a TrainConfig and runs it; ``Trainer(cfg).fit()``."""
 
@@ -84,7 +98,7 @@ class Trainer:
         self.out = Path(cfg.output_dir)
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),  # also makes torchrun / accelerate launch on CPUs use gloo
-            mixed_precision=cfg.mixed_precision,
+            mixed_precision=resolve_precision(cfg.mixed_precision),
             log_with=cfg.trackers or None,
             project_dir=str(self.out),
         )
