@@ -5,7 +5,8 @@ batch of real Fashion-MNIST views, made once before timing, so data loading is e
 
 - ``carp_dec``: the real ``Trainer.train_step`` of the default recipe (train/configs/default.yaml:
   resnet18_small, head 512-1024-1024-256 with BN, 2 global 28 px views, batch 256, AdamW, grad
-  clipping 3.0, bf16 autocast, channels_last) at K = 4096 prototypes, blocks of 128.
+  clipping 3.0, the recipe's precision: bf16 autocast where the CPU computes bf16, else fp32;
+  channels_last) at K = 4096 prototypes, blocks of 128.
 - ``no_proto``: the same step with the prototype step and the loss taken out. The same Trainer's
   student and teacher, autocast, channels_last, clipping, AdamW and EMA, but no GMM update, no
   prototype scores (student or teacher), no assignment softmax and no CARP loss. Its loss is the
@@ -15,7 +16,7 @@ batch of real Fashion-MNIST views, made once before timing, so data loading is e
   the real one (its cost depends on the activations' shapes, not on the loss values).
 - ``lightly_dino``: a minimal training step written after lightly's DINO example (student
   backbone + ``DINOProjectionHead``, a teacher updated by ``update_momentum``, ``DINOLoss``,
-  AdamW) on the same backbone, views, batch, K, head widths, bf16 autocast and channels_last.
+  AdamW) on the same backbone, views, batch, K, head widths, precision and channels_last.
   As in the example, each view goes through the networks separately.
 
 Target ratios (throughput, so time of the other step / time of carp_dec, median of per-round
@@ -158,7 +159,7 @@ def lightly_dino_step(trainer: Trainer) -> Callable[[list[Tensor]], float]:
     def step(views: list[Tensor]) -> float:
         update_momentum(model.student_backbone, model.teacher_backbone, m=0.996)
         update_momentum(model.student_head, model.teacher_head, m=0.996)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with trainer.accelerator.autocast():  # the recipe's precision, as in carp_dec
             teacher_out = [model.forward_teacher(v) for v in views[:2]]
             student_out = [model.forward(v) for v in views]
             loss = criterion(teacher_out, student_out, epoch=epoch)

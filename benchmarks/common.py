@@ -63,6 +63,7 @@ class Run:
             "wall_s": round(time.perf_counter() - self.t0, 1),
             "machine": {
                 "cpu": cpu_name(),
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                 "cores": len(os.sched_getaffinity(0)),
                 "torch_threads": torch.get_num_threads(),
                 "load_average_start": self.load_start,
@@ -146,8 +147,9 @@ def run_note(record: dict[str, Any], command: str) -> str:
     """The line under each docs table: command, date, load, threads, run length."""
     m = record["machine"]
     quick = " (quick run)" if record["quick"] else ""
+    capability = f" ({m['cpu_capability']})" if "cpu_capability" in m else ""
     return (
-        f"`{command}`{quick}: {record['started'][:10]}, {m['cpu']}, {m['cores']} cores, torch "
+        f"`{command}`{quick}: {record['started'][:10]}, {m['cpu']}{capability}, {m['cores']} cores, torch "
         f"{record['versions']['torch']} with {m['torch_threads']} threads, load average "
         f"{m['load_average_start'][0]} at start and {m['load_average_end'][0]} at end, "
         f"{record['wall_s']:.0f} s."

@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], bool]] = {
     "gmm": ("bench_gmm.py", ["--quick"], True),
     "collapse": ("bench_collapse.py", ["--quick"], True),
     "load": ("bench_load.py", ["--quick"], True),
+    "precision": ("bench_precision.py", ["--quick"], True),
     "gpu": ("bench_gpu.py", ["--quick"], True),
     "onnx": ("bench_onnx.py", ["--budget", "0.5", "--threads", "1", "--model", "resnet18_small"], False),
 }
