@@ -3,7 +3,7 @@
 For every K in {1024, 4096, 16384, 65536}, d in {128, 256} and B in {256, 2048} (B = rows of h, the
 teacher's embeddings of the global views; a batch of 256 with 2 views gives B = 512), one
 ``OnlineGMM(K, d).update(h)`` is timed and set against one ResNet-18 training step measured in the
-same run: resnet18_small at 28 px, batch 256, 2 views, bf16 autocast, channels_last, teacher
+same run: resnet18_small at 28 px, batch 256, 2 views, the recipe's precision, channels_last, teacher
 forward, student forward and backward, AdamW and EMA, without the prototype step (the ``no_proto``
 step of bench_train.py). The reference step is timed between the groups of K, so that it sees the
 same load as the updates. Two regimes are timed: the first

@@ -190,7 +190,7 @@ def main() -> int:
         "hidden_dim": trainer.cfg.hidden_dim,
         "batch": batch,
         "views": 2,
-        "mixed_precision": trainer.cfg.mixed_precision,
+        "mixed_precision": trainer.accelerator.mixed_precision,  # what "auto" resolved to
         "channels_last": trainer.cfg.channels_last,
         "rounds": rounds,
         "peak_memory_share": round(max(share, peak_share), 3),

@@ -27,6 +27,7 @@ from train.engine import Trainer, resolve_precision
 
 RECIPE = ROOT / "train" / "configs" / "dp-resnet18-fmnist.yaml"
 COMMAND = "python benchmarks/bench_precision.py"
+BASE = "fp32, channels_last"  # the setting every other step is compared with
 
 
 def make_step(bf16: bool, channels_last: bool, batch: int, out_dir: str) -> Callable[[], dict[str, float]]:
@@ -49,20 +50,20 @@ def make_step(bf16: bool, channels_last: bool, batch: int, out_dir: str) -> Call
 
 def markdown(record: dict[str, Any]) -> str:
     """The docs section body: the steps' table and the hardware line."""
-    base = "fp32, channels_last"
     rows = [
         [name, f"{v['median_ms']:.0f}", f"{v['vs_fp32_channels_last']:.2f}"]
         for name, v in record["steps"].items()
     ]
     h = record["hardware"]
     hardware = (
-        f"AVX512-BF16 {'yes' if h['avx512_bf16'] else 'no'}, AMX {'yes' if h['amx'] else 'no'}, torch's "
-        f"CPU capability {h['cpu_capability']}: `mixed_precision: auto` runs `{h['auto_resolves_to']}` here."
+        f"AVX512-BF16 {'yes' if h['avx512_bf16'] else 'no'}, AMX {'yes' if h['amx'] else 'no'}, torch's CPU "
+        f"capability {record['machine']['cpu_capability']}: `mixed_precision: auto` runs "
+        f"`{h['auto_resolves_to']}` here."
     )
     command = COMMAND + (" --quick" if record["quick"] else "")
     return "\n\n".join(
         [
-            table(["setting", "ms / step (median)", f"time / time of {base}"], rows),
+            table(["setting", "ms / step (median)", f"time / time of {BASE}"], rows),
             hardware,
             run_note(record, command),
         ]
@@ -87,15 +88,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         calls = {name: make_step(*key, batch, f"{tmp}/{i}") for i, (key, name) in enumerate(settings.items())}
         times = time_interleaved(calls, rounds)
-    base = "fp32, channels_last"
     hardware = {
         "avx512_bf16": torch.cpu._is_avx512_bf16_supported(),
         "amx": torch.cpu._is_amx_tile_supported(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "auto_resolves_to": resolve_precision("auto"),
     }
     steps = {
-        name: {**ms(t), "vs_fp32_channels_last": round(paired_ratio(t, times[base]), 2)}
+        name: {**ms(t), "vs_fp32_channels_last": round(paired_ratio(t, times[BASE]), 2)}
         for name, t in times.items()
     }
     record = run.write(

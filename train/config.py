@@ -64,7 +64,7 @@ class TrainConfig:
     freeze_last_layer_steps: int = 0  # DINO: no updates to learnable prototypes for this many steps
     grad_accum_steps: int = 1
     # auto | bf16 | fp16 | no; auto: bf16 where the hardware has it (CUDA, AVX512-BF16 or AMX CPUs),
-    # else fp32, since emulated bf16 on an AVX2-only CPU is 14x slower than fp32
+    # else fp32, since emulated bf16 on an AVX2-only CPU is 13x slower than fp32
     mixed_precision: str = "auto"
     channels_last: bool = True  # faster convolutions on CPU
     teacher_momentum: float = 0.99  # EMA, cosine-increased to 1; 0.996 for long ImageNet runs

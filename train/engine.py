@@ -76,7 +76,8 @@ def resolve_precision(mixed_precision: str) -> str:
     """Accelerate's ``mixed_precision`` for a config value; ``auto`` is bf16 where the hardware computes it.
 
     That is a CUDA GPU with bf16 (fp16 on older ones) or a CPU with AVX512-BF16 or AMX; elsewhere
-    ``auto`` is ``no`` (fp32), since emulated bf16 on an AVX2-only CPU is 14 times slower than fp32.
+    ``auto`` is ``no`` (fp32), since emulated bf16 on an AVX2-only CPU is 13 times slower than fp32
+    (``python benchmarks/bench_precision.py``).
     """
     if mixed_precision != "auto":
         return mixed_precision
