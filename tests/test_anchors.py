@@ -99,10 +99,16 @@ def test_anchor_trains_and_logs_like_our_methods(runs: Path, method: str) -> Non
     assert [p.name for p in (folder / "checkpoints").iterdir()] == ["step_0000004"]
 
 
+def test_compare_rejects_a_job_count_below_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        compare.main(["--jobs", "0", "--methods", "carp"])
+    assert "--jobs must be a positive number" in capsys.readouterr().err
+
+
 def test_compare_reads_finished_anchor_runs_without_rerunning(runs: Path, tmp_path: Path) -> None:
     # a rerun would fail on the missing recipe
     compare.main(["eval_every=2", "--methods", *ANCHORS, "--steps", "4", "--out", str(runs), "--docs",
-                  str(tmp_path), "--recipe", "nope.yaml"])  # fmt: skip
+                  str(tmp_path), "--recipe", "nope.yaml", "--jobs", "2"])  # fmt: skip
     saved = json.loads((tmp_path / "tables" / f"{runs.name}.json").read_text())
     # the overrides come before --methods, or rerunning the command would read them as method names
     tail = f"--out {runs} eval_every=2 --methods {' '.join(ANCHORS)}"

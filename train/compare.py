@@ -1,9 +1,10 @@
 """The method comparison: same backbone, data, budget and seed; one table and one figure.
 
-    python -m train.compare --steps 1200 [--out runs/lt100] [key=value ...] [--methods carp_dec carp ...]
+    python -m train.compare --steps 1200 [--out runs/lt100] [--jobs 2] [key=value ...] [--methods carp ...]
 
 Each method runs as ``python -m train`` in ``runs/compare/<method>`` (a finished run is reused, an
-interrupted one resumes), in its reference optimiser regime (REGIMES below). The table (unique
+interrupted one resumes), in its reference optimiser regime (REGIMES below); ``--jobs N`` trains N
+methods at once (on a GPU, whose small steps leave it mostly idle). The table (unique
 prototypes at the four eps, usage perplexity, k-NN and linear-probe top-1 on the test split) and
 the unique-fraction-over-steps figure go to docs/tables/<out name>.md and
 docs/figures/<out name>_unique.png (docs/results.md discusses them).
@@ -15,6 +16,7 @@ import argparse
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from protozoo.collapse import EPS_GRID, plot_unique_over_steps
@@ -79,13 +81,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=1200, help="training steps per method (same for all)")
     parser.add_argument("--recipe", default="train/configs/default.yaml", help="shared base recipe")
     parser.add_argument("--out", default="runs/compare", help="parent folder of the runs")
+    parser.add_argument("--jobs", type=int, default=1, help="methods trained at the same time")
     parser.add_argument("--docs", default="docs", help="where results.md and figures/ go")
     parser.add_argument(
         "extra", nargs="*", help="key=value overrides for every method (e.g. num_prototypes=4096)"
     )
     args = parser.parse_args(argv)
     out, docs = Path(args.out), Path(args.docs)
-    results = {m: run(m, args.steps, out, args.recipe, args.extra) for m in args.methods}
+    if args.jobs < 1:
+        parser.error(f"--jobs must be a positive number of methods trained at once, got {args.jobs}")
+    with ThreadPoolExecutor(args.jobs) as pool:
+        runs = pool.map(lambda m: run(m, args.steps, out, args.recipe, args.extra), args.methods)
+        results = dict(zip(args.methods, runs, strict=True))
 
     curves = {
         m: ([r["step"] for r in res["evals"]], [r["unique"] for r in res["evals"]])
