@@ -7,7 +7,8 @@ and writes, from the evaluations during training alone (val split as queries, a 
 training images): a markdown table at the last evaluation (unique prototypes at the four eps, usage
 perplexity, dead share, mean nearest-neighbour cosine, val k-NN, and the best val k-NN with its
 step), the figure docs/figures/<name>_unique.png (unique fraction over steps, one line per method),
-docs/figures/<name>_knn.png (val k-NN over steps) and benchmarks/results/<name>.json.
+docs/figures/<name>_knn.png (val k-NN over steps) and benchmarks/results/<name>.json (each method's
+last evaluation and its best val k-NN).
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     fig.savefig(figures / f"{folder.name}_knn.png", dpi=120)
     print(table(runs))
     out = ROOT / "benchmarks" / "results" / f"{folder.name}.json"
-    out.write_text(json.dumps({"source": str(folder), "runs": runs}, indent=1) + "\n")
+    last = {m: ev[-1] for m, ev in runs.items()}
+    best = {m: max(ev, key=lambda r: r["knn_top1"]) for m, ev in runs.items()}
+    out.write_text(json.dumps({"source": str(folder), "last": last, "best_knn": best}, indent=1) + "\n")
     print(f"wrote {figures / f'{folder.name}_unique.png'}, {figures / f'{folder.name}_knn.png'}, {out}")
 
 
