@@ -105,6 +105,14 @@ def test_compare_rejects_a_job_count_below_one(capsys: pytest.CaptureFixture[str
     assert "--jobs must be a positive number" in capsys.readouterr().err
 
 
+def test_concurrent_runs_share_the_cores_unless_the_user_set_the_threads() -> None:
+    assert compare.job_env(4, 16, {"PATH": "/bin"}) == {"PATH": "/bin", "OMP_NUM_THREADS": "4"}
+    assert compare.job_env(7, 16, {})["OMP_NUM_THREADS"] == "2"
+    assert compare.job_env(3, 2, {})["OMP_NUM_THREADS"] == "1"  # never zero threads
+    assert "OMP_NUM_THREADS" not in compare.job_env(1, 16, {})  # one run keeps torch's default
+    assert compare.job_env(4, 16, {"OMP_NUM_THREADS": "8"})["OMP_NUM_THREADS"] == "8"
+
+
 def test_compare_reads_finished_anchor_runs_without_rerunning(runs: Path, tmp_path: Path) -> None:
     # a rerun would fail on the missing recipe
     compare.main(["eval_every=2", "--methods", *ANCHORS, "--steps", "4", "--out", str(runs), "--docs",

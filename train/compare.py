@@ -4,7 +4,8 @@
 
 Each method runs as ``python -m train`` in ``runs/compare/<method>`` (a finished run is reused, an
 interrupted one resumes), in its reference optimiser regime (REGIMES below); ``--jobs N`` trains N
-methods at once (on a GPU, whose small steps leave it mostly idle). The table (unique
+methods at once (on a GPU, whose small steps leave it mostly idle), each with its share of the CPU
+cores as torch threads (OMP_NUM_THREADS, unless set). The table (unique
 prototypes at the four eps, usage perplexity, k-NN and linear-probe top-1 on the test split) and
 the unique-fraction-over-steps figure go to docs/tables/<out name>.md and
 docs/figures/<out name>_unique.png (docs/results.md discusses them).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -60,7 +62,18 @@ REGIMES: dict[str, list[str]] = {
 }
 
 
-def run(method: str, steps: int, out: Path, recipe: str, extra: list[str]) -> dict:
+def job_env(jobs: int, cores: int, environ: dict[str, str]) -> dict[str, str]:
+    """The environment of one of ``jobs`` concurrent runs: its share of the cores as torch threads.
+
+    Without it every run starts one thread per core, and N runs oversubscribe the cores N times over
+    (the CPU then spends its time spinning in OpenMP barriers). An OMP_NUM_THREADS already set wins.
+    """
+    if jobs == 1 or "OMP_NUM_THREADS" in environ:
+        return dict(environ)
+    return {**environ, "OMP_NUM_THREADS": str(max(1, cores // jobs))}
+
+
+def run(method: str, steps: int, out: Path, recipe: str, extra: list[str], env: dict[str, str]) -> dict:
     """Train one method (or reuse a finished run) and return its metrics lines."""
     folder = out / method
     metrics = folder / "metrics.jsonl"
@@ -69,7 +82,7 @@ def run(method: str, steps: int, out: Path, recipe: str, extra: list[str]) -> di
         resume = ["resume=true"] if (folder / "checkpoints").exists() else []
         cmd = [sys.executable, "-m", "train", "--config", recipe, f"method={method}", f"max_steps={steps}",
                f"output_dir={folder}", "linear_probe=true", *REGIMES[method], *extra, *resume]  # fmt: skip
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, env=env)
     lines = [json.loads(x) for x in metrics.read_text().splitlines()]
     return {"evals": [r for r in lines if "unique" in r and not r.get("final")], "final": lines[-1]}
 
@@ -90,8 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     out, docs = Path(args.out), Path(args.docs)
     if args.jobs < 1:
         parser.error(f"--jobs must be a positive number of methods trained at once, got {args.jobs}")
+    env = job_env(args.jobs, len(os.sched_getaffinity(0)), dict(os.environ))
     with ThreadPoolExecutor(args.jobs) as pool:
-        runs = pool.map(lambda m: run(m, args.steps, out, args.recipe, args.extra), args.methods)
+        runs = pool.map(lambda m: run(m, args.steps, out, args.recipe, args.extra, env), args.methods)
         results = dict(zip(args.methods, runs, strict=True))
 
     curves = {
