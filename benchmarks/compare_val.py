@@ -21,10 +21,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from common import RESULTS, ROOT, table
 
 from protozoo.collapse import EPS_GRID, plot_unique_over_steps
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def evaluations(path: Path) -> list[dict]:
@@ -33,18 +32,17 @@ def evaluations(path: Path) -> list[dict]:
     return [r for r in lines if "unique" in r and not r.get("final")]
 
 
-def table(runs: dict[str, list[dict]]) -> str:
+def summary_table(last: dict[str, dict], best: dict[str, dict]) -> str:
     """Markdown: each method's last evaluation, and its best val k-NN."""
     header = ["method", "step", *(f"unique@{e}" for e in EPS_GRID), "perplexity/K", "dead", "NN cosine"]
     header += ["val k-NN", "best val k-NN (step)"]
-    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for method, evals in runs.items():
-        last, best = evals[-1], max(evals, key=lambda r: r["knn_top1"])
-        cells = [method, str(last["step"]), *(f"{last['unique'][str(e)]:.3f}" for e in EPS_GRID)]
-        cells += [f"{last['perplexity']:.3f}", f"{last['dead']:.3f}", f"{last['nn_cosine_mean']:.3f}"]
-        cells += [f"{last['knn_top1']:.4f}", f"{best['knn_top1']:.4f} ({best['step']})"]
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+    rows = []
+    for method, r in last.items():
+        cells = [method, r["step"], *(f"{r['unique'][str(e)]:.3f}" for e in EPS_GRID)]
+        cells += [f"{r['perplexity']:.3f}", f"{r['dead']:.3f}", f"{r['nn_cosine_mean']:.3f}"]
+        cells += [f"{r['knn_top1']:.4f}", f"{best[method]['knn_top1']:.4f} ({best[method]['step']})"]
+        rows.append(cells)
+    return table(header, rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,10 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(figures / f"{folder.name}_knn.png", dpi=120)
-    print(table(runs))
-    out = ROOT / "benchmarks" / "results" / f"{folder.name}.json"
     last = {m: ev[-1] for m, ev in runs.items()}
     best = {m: max(ev, key=lambda r: r["knn_top1"]) for m, ev in runs.items()}
+    print(summary_table(last, best))
+    out = RESULTS / f"{folder.name}.json"
     out.write_text(json.dumps({"source": str(folder), "last": last, "best_knn": best}, indent=1) + "\n")
     print(f"wrote {figures / f'{folder.name}_unique.png'}, {figures / f'{folder.name}_knn.png'}, {out}")
 
