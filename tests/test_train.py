@@ -66,6 +66,21 @@ def test_decoupled_prototypes_get_no_gradient_and_the_gmm_moves(tmp_path):
     assert all(not b.requires_grad for b in gmm.buffers())
 
 
+def test_feature_koleo_reaches_the_backbone_gradient(tmp_path):
+    backbones = []
+    for weight in (0.0, 1.0):  # Trainer seeds itself, so both start from the same weights and views
+        trainer = Trainer(tiny(tmp_path / str(weight), "max_steps=2", f"koleo_weight={weight}"))
+        batch = trainer._micro_batches(0, 0)[:1]
+        views, _ = next(iter(torch.utils.data.DataLoader(trainer.train_set, batch_sampler=batch)))
+        torch.manual_seed(1)  # the same CARP partitions in both
+        for _ in range(2):  # the lr warms up from 0 at step 0
+            logs = trainer.train_step([views])
+        assert ("koleo_features" in logs) == bool(weight)
+        backbones.append(torch.cat([p.flatten() for p in trainer.model.backbone.parameters()]))
+    assert torch.isfinite(torch.tensor(logs["koleo_features"]))
+    assert not torch.allclose(*backbones)
+
+
 def test_long_tailed_final_eval_reports_knn_per_class_group(tmp_path):
     trainer = Trainer(tiny(tmp_path, "long_tail=100", "max_steps=1", "final_eval=true", "eval_every=100"))
     assert len(trainer.train_set) < 15_000  # 55 000 balanced images thinned to an exponential profile

@@ -72,6 +72,7 @@ class TrainConfig:
     block_size: int = 128  # CARP partition block N_B; 512 at K = 65 536
     sinkhorn_iterations: int = 0  # CARP: SwAV-style equipartitioned teacher targets when > 0 (3 in SwAV)
     kp_weight: float = 0.1  # KoLeo-proto weight (carp_kp)
+    koleo_weight: float = 0.0  # DINOv2's KoLeo on the student's backbone features of each global crop
     student_temp: float = 0.1  # DINO
     teacher_temp: float = 0.07  # DINO, reached after teacher_temp_warmup_steps
     teacher_temp_start: float = 0.04  # DINO; lower it if training is unstable at the start

@@ -192,6 +192,7 @@ class Trainer:
         else:
             self.criterion = DINOLoss(K, student_temp=cfg.student_temp, center_momentum=cfg.center_momentum)
         self.koleo = KoLeoProtoLoss() if cfg.method == "carp_kp" else None
+        self.koleo_features = KoLeoProtoLoss() if cfg.koleo_weight else None
         self.student, self.optimizer = acc.prepare(student, self._optimizer(list(student.parameters())))
         self.teacher = teacher.to(acc.device)
         self.criterion.to(acc.device)
@@ -254,6 +255,10 @@ class Trainer:
                 if self.koleo is not None:
                     terms["koleo"] = self.koleo(self.model.prototypes)["loss"]
                     loss = loss + cfg.kp_weight * terms["koleo"]
+                if self.koleo_features is not None:  # DINOv2: spread each global crop's batch of features
+                    globals_ = out.features.chunk(len(views))[:2]
+                    terms["koleo_features"] = sum(self.koleo_features(f)["loss"] for f in globals_) / 2
+                    loss = loss + cfg.koleo_weight * terms["koleo_features"]
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at step {s}; lower lr or raise warmup_steps")
             acc.backward(loss / len(micro_batches))

@@ -4,6 +4,7 @@ References:
     Govindarajan et al., "On Partial Prototype Collapse in the DINO Family of Self-Supervised
     Methods", BMVC 2024 (KoLeo applied to the prototypes).
     Sablayrolles et al., "Spreading vectors for similarity search", ICLR 2019 (the KoLeo estimator).
+    Oquab et al., "DINOv2: Learning Robust Visual Features without Supervision", TMLR 2024 (on features).
     Arteaga et al., "Why Prototypes Collapse", ICLR 2026 (the regulariser decoupling is compared with).
 """
 
@@ -21,8 +22,9 @@ class KoLeoProtoLoss(nn.Module):
 
     The nearest neighbours are searched without gradient, ``chunk_size`` rows at a time, so memory
     stays at chunk_size × K rather than K × K; the distances to those neighbours are then recomputed
-    with gradient. Only meaningful for learnable prototypes (joint training); decoupled prototypes
-    get no gradient. Add it as L = L_SSL + λ_KP L_KP.
+    with gradient. On prototypes it only acts on learnable ones (joint training); decoupled prototypes
+    get no gradient. Add it as L = L_SSL + λ_KP L_KP. Any set of rows works the same way: training's
+    ``koleo_weight`` applies it to a batch of backbone features, as DINOv2 does.
 
     Args:
         delta: δ, keeps the log finite when two prototypes coincide.
