@@ -32,7 +32,7 @@ def _correct(bank: Tensor, bank_y: Tensor, test: Tensor, test_y: Tensor) -> tupl
     return knn_predict(bank, bank_y, test) == test_y, knn_predict(bank - mean, bank_y, test - mean) == test_y
 
 
-def paired_difference(a: Tensor, b: Tensor) -> tuple[float, float, float]:
+def paired_difference(a: Tensor, b: Tensor) -> dict[str, float]:
     """Accuracy of ``a`` minus that of ``b`` on the same images, with its 95 % Wald interval.
 
     Only the images one of them gets right and the other wrong move the difference: with n_ab and
@@ -42,11 +42,15 @@ def paired_difference(a: Tensor, b: Tensor) -> tuple[float, float, float]:
     n_ab, n_ba = (a & ~b).sum().item(), (~a & b).sum().item()
     d = (n_ab - n_ba) / n
     half = 1.96 * max(n_ab + n_ba - n * d * d, 0.0) ** 0.5 / n
-    return d, d - half, d + half
+    return {"difference": d, "low": d - half, "high": d + half}
 
 
-def _interval(a: Tensor, b: Tensor) -> dict[str, float]:
-    return dict(zip(("difference", "low", "high"), paired_difference(a, b), strict=True))
+def _accuracies(plain: Tensor, centred: Tensor) -> dict[str, float]:
+    return {"knn_top1": plain.float().mean().item(), "knn_top1_centred": centred.float().mean().item()}
+
+
+def _show(d: dict[str, float] | None) -> str:
+    return "" if d is None else f"{d['difference']:+.2%} [{d['low']:+.2%}, {d['high']:+.2%}]"
 
 
 def _model_features(name: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -72,20 +76,17 @@ def main() -> None:
     args = parser.parse_args()
     (train_x, train_y), (test_x, test_y) = load_fashion_mnist("train"), load_fashion_mnist("test")
     pixels = _correct(train_x.flatten(1) / 255.0, train_y, test_x.flatten(1) / 255.0, test_y)
-    rows = {"raw pixels": pixels, **{name: _correct(*_model_features(name)) for name in args.models}}
-    results = {}
-    for name, (plain, centred) in rows.items():
-        results[name] = {
-            "knn_top1": plain.float().mean().item(),
-            "knn_top1_centred": centred.float().mean().item(),
-            "vs_pixels": _interval(plain, pixels[0]),
-            "vs_pixels_centred": _interval(centred, pixels[1]),
+    results: dict[str, dict] = {"raw pixels": _accuracies(*pixels)}
+    for name in args.models:
+        plain, centred = _correct(*_model_features(name))
+        results[name] = _accuracies(plain, centred) | {
+            "vs_pixels": paired_difference(plain, pixels[0]),
+            "vs_pixels_centred": paired_difference(centred, pixels[1]),
         }
     print("| features | k-NN top-1 | minus pixels [95 % CI] | mean-centred | minus pixels, both centred |")
     print("|---|---|---|---|---|")
     for name, r in results.items():
-        plain, centred = (f"{r[k]['difference']:+.2%} [{r[k]['low']:+.2%}, {r[k]['high']:+.2%}]"
-                          for k in ("vs_pixels", "vs_pixels_centred"))  # fmt: skip
+        plain, centred = (_show(r.get(k)) for k in ("vs_pixels", "vs_pixels_centred"))
         print(f"| {name} | {r['knn_top1']:.4f} | {plain} | {r['knn_top1_centred']:.4f} | {centred} |")
     out = Path(__file__).parent / "results" / "knn_pixels.json"
     out.parent.mkdir(exist_ok=True)
