@@ -191,8 +191,7 @@ class Trainer:
             )
         else:
             self.criterion = DINOLoss(K, student_temp=cfg.student_temp, center_momentum=cfg.center_momentum)
-        self.koleo = KoLeoProtoLoss() if cfg.method == "carp_kp" else None
-        self.koleo_features = KoLeoProtoLoss() if cfg.koleo_weight else None
+        self.koleo = KoLeoProtoLoss()  # stateless: on the prototypes (carp_kp) and on features (koleo_weight)
         self.student, self.optimizer = acc.prepare(student, self._optimizer(list(student.parameters())))
         self.teacher = teacher.to(acc.device)
         self.criterion.to(acc.device)
@@ -252,12 +251,12 @@ class Trainer:
                         student=student_scores, teacher=list(t_scores), teacher_temp=teacher_temp
                     )
                 loss = terms["loss"]
-                if self.koleo is not None:
+                if cfg.method == "carp_kp":
                     terms["koleo"] = self.koleo(self.model.prototypes)["loss"]
                     loss = loss + cfg.kp_weight * terms["koleo"]
-                if self.koleo_features is not None:  # DINOv2: spread each global crop's batch of features
+                if cfg.koleo_weight:  # DINOv2: spread each global crop's batch of features
                     globals_ = out.features.chunk(len(views))[:2]
-                    terms["koleo_features"] = sum(self.koleo_features(f)["loss"] for f in globals_) / 2
+                    terms["koleo_features"] = sum(self.koleo(f)["loss"] for f in globals_) / 2
                     loss = loss + cfg.koleo_weight * terms["koleo_features"]
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at step {s}; lower lr or raise warmup_steps")
