@@ -34,8 +34,9 @@ class ProtoConfig:
     gmm_eta: float = 1e-3  # online GMM forgetting per unit of responsibility
     gmm_var_floor: float = 1e-4  # lower bound on GMM variances
     gmm_init: str = "random"  # GMM means: "random" unit vectors or "first_batch" teacher features + noise
-    gmm_reseed_every: int = 0  # restart dead GMM components every this many updates; 0: never (the paper)
-    gmm_reseed_max_cos: float = 1.0  # restarted GMM means keep cosine <= this to live ones; 1: any
+    gmm_split_every: int = 0  # every this many updates, dead GMM components take half of busy ones; 0: never
+    gmm_split_min_mass: float = 1.0  # a component with less responsibility since the last check is dead
+    gmm_merge_eps: float = 0.0  # merge GMM components closer than 1 - cos = this at split checks; 0: never
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm kwargs, e.g. drop_path_rate
 
     def __post_init__(self) -> None:

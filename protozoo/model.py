@@ -92,8 +92,9 @@ class ProtoModel(nn.Module):
                 eta=config.gmm_eta,
                 var_floor=config.gmm_var_floor,
                 init=config.gmm_init,
-                reseed_every=config.gmm_reseed_every,
-                reseed_max_cos=config.gmm_reseed_max_cos,
+                split_every=config.gmm_split_every,
+                split_min_mass=config.gmm_split_min_mass,
+                merge_eps=config.gmm_merge_eps,
             )
         else:
             self.prototype_source = LearnablePrototypes(config.num_prototypes, config.embed_dim)

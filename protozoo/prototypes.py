@@ -45,15 +45,13 @@ class OnlineGMM(nn.Module):
             batch's embeddings, recycled when K > B, plus noise).
         init_noise: standard deviation of the noise added to first-batch means.
         chunk_size: components per chunk in the E-step; bounds memory at B × chunk_size.
-        reseed_every: every this many updates, components that got less than ``reseed_min_mass``
-            responsibility since the last check restart at the batch's worst-explained embeddings
-            with the mean mass and variance of the live components (as k-means relocates empty
-            clusters); 0 never reseeds, as in the paper.
-        reseed_min_mass: the responsibility below which a component counts as dead.
-        reseed_max_cos: a restarted mean must have cosine at most this to every live prototype and
-            to every other restarted mean (taken greedily, least likely embedding first), so reseeding
-            cannot create prototypes that the collapse measure at eps = 1 − reseed_max_cos would merge;
-            1.0 (the default) takes the least likely embeddings as they come.
+        split_every: every this many updates, components within ``merge_eps`` of a heavier one are
+            merged into it, and each merged or dead one (less than ``split_min_mass`` responsibility
+            since the last check) is replaced by half of a busy one (see ``_relocate``), as
+            DeepCluster relocates empty clusters; 0 never relocates, as in the paper.
+        split_min_mass: the responsibility since the last check below which a component counts as dead.
+        merge_eps: cosine distance 1 − cos below which two prototypes count as one (the collapse
+            measure's eps); 0 never merges.
 
     Example:
         >>> gmm = OnlineGMM(num_prototypes=64, dim=16)
@@ -71,7 +69,7 @@ class OnlineGMM(nn.Module):
     variances: Tensor  # (K, d) σ²
     log_weights: Tensor  # (K,) log π
     initialized: Tensor  # () bool
-    recent_mass: Tensor  # (K,) responsibility since the last reseed check
+    recent_mass: Tensor  # (K,) responsibility since the last split check
     num_updates: Tensor  # () int64
 
     def __init__(
@@ -83,9 +81,9 @@ class OnlineGMM(nn.Module):
         init: str = "random",
         init_noise: float = 0.02,
         chunk_size: int = 4096,
-        reseed_every: int = 0,
-        reseed_min_mass: float = 1.0,
-        reseed_max_cos: float = 1.0,
+        split_every: int = 0,
+        split_min_mass: float = 1.0,
+        merge_eps: float = 0.0,
     ) -> None:
         super().__init__()
         if num_prototypes < 1 or dim < 1:
@@ -96,13 +94,12 @@ class OnlineGMM(nn.Module):
             raise ValueError(f"Unknown init {init!r}; valid choices are 'random' and 'first_batch'")
         self.num_prototypes, self.dim = num_prototypes, dim
         self.eta, self.var_floor, self.init = eta, var_floor, init
-        if reseed_every < 0:
-            raise ValueError(f"reseed_every must be >= 0 (0 never reseeds), got {reseed_every}")
-        if not -1.0 <= reseed_max_cos <= 1.0:
-            raise ValueError(f"reseed_max_cos is a cosine in [-1, 1] (1: no limit), got {reseed_max_cos}")
+        if split_every < 0:
+            raise ValueError(f"split_every must be >= 0 (0 never splits), got {split_every}")
         self.init_noise, self.chunk_size = init_noise, chunk_size
-        self.reseed_every, self.reseed_min_mass = reseed_every, reseed_min_mass
-        self.reseed_max_cos = reseed_max_cos
+        if not 0.0 <= merge_eps < 1.0:
+            raise ValueError(f"merge_eps is a cosine distance in [0, 1) (0: never merge), got {merge_eps}")
+        self.split_every, self.split_min_mass, self.merge_eps = split_every, split_min_mass, merge_eps
         mu = F.normalize(torch.randn(num_prototypes, dim), dim=1)
         var = torch.full((num_prototypes, dim), 1.0 / dim)
         # One pseudo-count of mass per component, so the statistics describe the initial guess.
@@ -118,7 +115,7 @@ class OnlineGMM(nn.Module):
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """Load, rebuilding what a published checkpoint leaves out: S1 = A μ, S2 = A (σ² + μ²), and the
-        reseeding counters (which restart from zero)."""
+        splitting counters (which restart from zero)."""
         summary = all(prefix + k in state_dict for k in ("mass", "means", "variances"))
         if summary and prefix + "s1" not in state_dict and prefix + "s2" not in state_dict:
             mass = state_dict[prefix + "mass"].float()[:, None]
@@ -207,11 +204,11 @@ class OnlineGMM(nn.Module):
             self.s1.mul_(a[:, None]).add_(s1)
             self.s2.mul_(a[:, None]).add_(s2)
             self._m_step()
-            if self.reseed_every:
+            if self.split_every:
                 self.recent_mass.add_(n)
                 self.num_updates.add_(1)
-                if int(self.num_updates) % self.reseed_every == 0:
-                    self._reseed(h)
+                if int(self.num_updates) % self.split_every == 0:
+                    self._relocate()
 
     @staticmethod
     def _add_statistics(gamma: Tensor, hh: Tensor, n: Tensor, stats: Tensor) -> None:
@@ -249,36 +246,67 @@ class OnlineGMM(nn.Module):
         self._m_step()
         self.initialized.fill_(True)
 
-    def _reseed(self, h: Tensor) -> None:
-        """Restart each dead component (recent mass below the minimum) at one of the batch's embeddings,
-        the least likely under the mixture first, with the mean mass and variance of the live ones.
-        With ``reseed_max_cos`` < 1 an embedding is taken only if it is that far from every live
-        prototype and every embedding taken before it."""
-        live = self.recent_mass >= self.reseed_min_mass
-        dead = (~live).nonzero().squeeze(1)
+    def _relocate(self) -> None:
+        """Merge near-duplicate components, then give every merged or dead one half of a busy one.
+
+        Merge: a component whose prototype lies within ``merge_eps`` (1 − cos) of a heavier one hands
+        its statistics (A, S1, S2) to the heaviest such, so no two prototypes stay closer than the
+        collapse measure's eps. Split: donors are the live components with the largest distortion
+        (recent mass × Σ_d σ²), one per free component. A donor of mean μ and variances σ² is cut
+        along its largest-variance axis e, taken orthogonal to μ: the halves get means μ ± δ e with
+        δ = max(σ_e, ‖μ‖ √merge_eps), so they start at least ``merge_eps`` apart, the donor's
+        variances and half of its mass (the total mass and each half's variance are unchanged).
+        Every process computes the same result from the all-reduced statistics.
+        """
+        free = self.recent_mass < self.split_min_mass  # (K,) dead since the last check
+        if self.merge_eps:
+            into = self._merge_targets()
+            merged = into != torch.arange(self.num_prototypes, device=into.device)
+            for stat in (self.mass, self.s1, self.s2):
+                stat.index_add_(0, into[merged], stat[merged])
+            self.recent_mass.index_add_(0, into[merged], self.recent_mass[merged])
+            self.mass[merged] = 1.0  # back to the initial pseudo-count until a split refills it
+            self.s1[merged] = self.means[merged]
+            self.s2[merged] = self.variances[merged] + self.means[merged] ** 2
+            free |= merged
+        distortion = torch.where(free, -1.0, self.recent_mass * self.variances.sum(1))
+        donors = distortion.argsort(descending=True)[: int(free.sum())]
+        donors = donors[self.recent_mass[donors] >= 2 * self.split_min_mass]  # only busy ones are cut
+        free = free.nonzero().squeeze(1)[: len(donors)]  # more free than donors: the rest wait
         self.recent_mass.zero_()
-        if len(dead) == 0 or not live.any():
+        if len(free) == 0:
+            self._m_step()
             return
-        loglik = torch.stack([lp.logsumexp(1) for _, lp in self._log_prob_chunks(h)]).logsumexp(0)  # (B,)
-        rows = loglik.argsort()
-        if self.reseed_max_cos < 1.0:
-            rows = self._distinct(rows, h, self.prototypes[live])
-        rows = rows[: len(dead)]
-        dead, mu = dead[: len(rows)], h[rows]  # more dead than rows: the rest wait for the next check
-        broadcast_(mu)
-        mass, var = self.mass[live].mean(), self.variances[live].mean(0)
-        self.mass[dead] = mass
-        self.s1[dead] = mass * mu
-        self.s2[dead] = mass * (var + mu**2)
+        mu, var = self.means[donors], self.variances[donors]  # (n, d)
+        axis = var.argmax(1, keepdim=True)  # (n, 1): the largest-variance axis of each donor
+        e = torch.zeros_like(mu).scatter_(1, axis, 1.0)
+        unit = F.normalize(mu, dim=1)
+        e = F.normalize(e - (e * unit).sum(1, keepdim=True) * unit, dim=1)  # orthogonal to μ
+        delta = var.gather(1, axis).sqrt().maximum(mu.norm(dim=1, keepdim=True) * self.merge_eps**0.5)
+        mass = self.mass[donors] / 2
+        for index, mean in ((donors, mu + delta * e), (free, mu - delta * e)):
+            self.mass[index] = mass
+            self.s1[index] = mass[:, None] * mean
+            self.s2[index] = mass[:, None] * (var + mean**2)
         self._m_step()
 
-    def _distinct(self, rows: Tensor, h: Tensor, live: Tensor) -> Tensor:
-        """The rows, in order, whose unit embedding has cosine <= reseed_max_cos to every live prototype
-        and to every row kept before it."""
-        x = F.normalize(h[rows], dim=1)  # (B, d)
-        far = (x @ live.T).amax(1) <= self.reseed_max_cos  # (B,)
-        rows, x = rows[far], x[far]
-        return rows[greedy_cover((x @ x.T > self.reseed_max_cos).cpu().numpy())]
+    def _merge_targets(self) -> Tensor:
+        """(K,) for each component the heaviest heavier one within ``merge_eps``, itself if none;
+        chains (c into b into a) end at a component that is merged into nothing."""
+        c, mass = self.prototypes, self.mass
+        index = torch.arange(self.num_prototypes, device=c.device)
+        into = index.clone()
+        for start in range(0, self.num_prototypes, self.chunk_size):
+            k = slice(start, start + self.chunk_size)
+            close = c[k] @ c.T > 1.0 - self.merge_eps  # (Kc, K)
+            heavier = (mass[None] > mass[k, None]) | (
+                (mass[None] == mass[k, None]) & (index[None] < index[k, None])
+            )
+            weight = torch.where(close & heavier, mass[None], -1.0)  # (Kc, K)
+            into[k] = torch.where(weight.amax(1) > 0, weight.argmax(1), index[k])
+        while not torch.equal(into[into], into):
+            into = into[into]
+        return into
 
     def _check(self, h: Tensor) -> Tensor:
         if not isinstance(h, Tensor) or h.dim() != 2 or h.shape[1] != self.dim or h.shape[0] == 0:
@@ -296,7 +324,8 @@ class OnlineGMM(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"num_prototypes={self.num_prototypes}, dim={self.dim}, eta={self.eta}, init={self.init!r}, "
-            f"reseed_every={self.reseed_every}, reseed_max_cos={self.reseed_max_cos}"
+            f"split_every={self.split_every}, split_min_mass={self.split_min_mass}, "
+            f"merge_eps={self.merge_eps}"
         )
 
 

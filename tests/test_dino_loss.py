@@ -122,3 +122,37 @@ def _views(n, batch=2, k=4):
 def test_forward_errors(student, teacher, kwargs, error, match):
     with pytest.raises(error, match=match):
         DINOLoss(4)(student=student, teacher=teacher, **kwargs)
+
+
+def naive_sinkhorn(scores, iterations=3):
+    """Sinkhorn-Knopp with explicit loops: columns to B / K each, then rows to 1, in probability space."""
+    q = torch.exp(scores.double() - scores.double().max())
+    b, k = q.shape
+    for _ in range(iterations):
+        for j in range(k):
+            q[:, j] *= (b / k) / q[:, j].sum()
+        for n in range(b):
+            q[n] /= q[n].sum()
+    return q
+
+
+def test_sinkhorn_centering_matches_naive_loops_and_leaves_the_centre():
+    torch.manual_seed(0)
+    loss_fn = DINOLoss(6, student_temp=0.2, centering="sinkhorn")
+    student = [torch.randn(8, 6) for _ in range(3)]
+    teacher = [torch.randn(8, 6) + torch.tensor([3.0, 0, 0, 0, 0, 0]) for _ in range(2)]  # one dominant
+    terms = []
+    for t, g_t in enumerate(teacher):
+        q = naive_sinkhorn(g_t / 0.04)
+        assert q[:, 0].sum() < 8 / 6 + 0.5  # equipartition: the dominant prototype no longer takes all
+        for s, g_s in enumerate(student):
+            if s != t:
+                terms.append(-(q * torch.log_softmax(g_s.double() / 0.2, dim=1)).sum(1))
+    out = loss_fn(student=student, teacher=teacher)
+    torch.testing.assert_close(out["loss"].double(), torch.cat(terms).mean(), rtol=1e-5, atol=1e-6)
+    assert (loss_fn.center == 0).all()
+
+
+def test_unknown_centering_raises():
+    with pytest.raises(ValueError, match="Unknown centering 'softmax'; valid choices are ema, sinkhorn"):
+        DINOLoss(4, centering="softmax")

@@ -144,54 +144,63 @@ def _cone(n: int, d: int) -> torch.Tensor:
     return F.normalize(x, dim=1)
 
 
-def test_reseeding_brings_dead_components_to_life():
-    used = {}
+def test_without_splitting_most_components_stay_dead_and_with_it_every_one_carries_data():
+    carrying, used = {}, {}
     for every in (0, 10):
         torch.manual_seed(1)
-        gmm = OnlineGMM(256, 32, reseed_every=every)
+        gmm = OnlineGMM(256, 32, split_every=every)
         for _ in range(300):
             gmm.update(_cone(256, 32))
+        carrying[every] = int((gmm.mass >= 2).sum())
         used[every] = gmm.responsibilities(_cone(4096, 32)).argmax(1).unique().numel()
         assert torch.isfinite(gmm.means).all() and torch.isfinite(gmm.log_weights).all()
-    assert used[10] > 1.5 * used[0], used
+    assert carrying[0] < 128 and used[0] < 128, (carrying, used)  # random means outside the cone never move
+    assert carrying[10] == 256 and used[10] >= 0.95 * 256, (carrying, used)
 
 
-def test_reseeded_components_start_at_batch_embeddings_as_typical_live_ones():
+def test_split_gives_a_dead_component_half_of_the_busiest_one():
     torch.manual_seed(0)
-    gmm = OnlineGMM(64, 8, reseed_every=1)
-    h = _cone(128, 8)
-    gmm.update(h)
-    moved = gmm.mass > 1.0 + 1e-6  # live or reseeded: every component left its unit pseudo-count
-    assert moved.all()
-    reseeded = (gmm.means[:, None] - h[None]).norm(dim=2).amin(1) < 1e-5  # a mean sitting on an embedding
-    assert reseeded.sum() > 32
-    assert int(gmm.num_updates) == 1 and (gmm.recent_mass == 0).all()
+    gmm = OnlineGMM(4, 3, split_every=1)
+    gmm.mass.copy_(torch.tensor([10.0, 1.0, 30.0, 20.0]))
+    gmm.s1.copy_(gmm.mass[:, None] * F.normalize(torch.randn(4, 3), dim=1))
+    gmm.s2.copy_(gmm.s1**2 / gmm.mass[:, None] + gmm.mass[:, None] * torch.tensor([0.01, 0.04, 0.02]))
+    gmm._m_step()
+    gmm.recent_mass.copy_(torch.tensor([5.0, 0.5, 9.0, 7.0]))  # component 1 is dead, 2 the busiest
+    mu, var, total = gmm.means[2].clone(), gmm.variances[2].clone(), gmm.mass.sum()
+    gmm._relocate()
+    step = (gmm.means[2] - gmm.means[1]) / 2  # sigma (0.2) along the largest-variance axis, orthogonal to mu
+    torch.testing.assert_close((gmm.means[2] + gmm.means[1]) / 2, mu)
+    torch.testing.assert_close(step.norm(), torch.tensor(0.2))
+    assert abs(float(step @ mu)) < 1e-6 and abs(float(step[1])) > 0.1
+    torch.testing.assert_close(gmm.variances[1], var)
+    torch.testing.assert_close(gmm.mass[[1, 2]], torch.tensor([15.0, 15.0]))
+    torch.testing.assert_close(gmm.mass.sum(), total - 1.0)  # the dead one's pseudo-count is dropped
+    assert (gmm.recent_mass == 0).all()
 
 
-def test_distinct_reseeding_keeps_restarted_means_apart():
+def test_merge_folds_near_duplicates_into_the_heavier_and_refills_them_from_a_busy_one():
     torch.manual_seed(0)
-    h = F.normalize(torch.randn(256, 16), dim=1)
-    h = torch.cat([h, h[:8] + 1e-3])  # near-duplicates of the first rows: at most one of each pair is taken
-    reseeded = {}
-    for max_cos in (1.0, 0.5):
-        torch.manual_seed(1)
-        gmm = OnlineGMM(512, 16, reseed_every=1, reseed_max_cos=max_cos)
-        gmm.update(h)
-        on_embedding = (gmm.means[:, None] - h[None]).norm(dim=2).amin(1) < 1e-5
-        c = gmm.prototypes[on_embedding]
-        reseeded[max_cos] = len(c)
-        if max_cos < 1.0:
-            live = ~on_embedding & (gmm.mass >= 1.999)  # A = (1 - eta)^n + n >= 1.999  <=>  n >= 1
-            assert (c @ c.T - 2 * torch.eye(len(c))).amax() <= 0.5 + 1e-6
-            assert (c @ F.normalize(gmm.means[live], dim=1).T).amax() <= 0.5 + 1e-6
-    assert 0 < reseeded[0.5] < reseeded[1.0], reseeded
+    gmm = OnlineGMM(6, 16, split_every=1, merge_eps=0.1)
+    mu = F.normalize(torch.randn(6, 16), dim=1)
+    mu[1] = F.normalize(mu[0] + 0.05 * torch.randn(16), dim=0)  # within 1 - cos < 0.1 of component 0
+    mass = torch.tensor([50.0, 20.0, 10.0, 10.0, 10.0, 10.0])
+    gmm.mass.copy_(mass)
+    gmm.s1.copy_(mass[:, None] * mu)
+    gmm.s2.copy_(mass[:, None] * (mu**2 + 0.01))
+    gmm._m_step()
+    gmm.recent_mass.copy_(mass)
+    gmm._relocate()
+    c = gmm.prototypes
+    assert (c @ c.T - 2 * torch.eye(6)).amax() < 1 - 0.1  # no two prototypes within merge_eps
+    torch.testing.assert_close(gmm.mass.sum(), mass.sum())  # the duplicate's mass went to component 0
+    torch.testing.assert_close(gmm.mass[[0, 1]], torch.tensor([35.0, 35.0]))  # 0 (50 + 20) split in two
 
 
-def test_published_state_without_reseed_counters_loads():
-    gmm = OnlineGMM(16, 4, reseed_every=5)
+def test_published_state_without_split_counters_loads():
+    gmm = OnlineGMM(16, 4, split_every=5)
     gmm.update(F.normalize(torch.randn(8, 4), dim=1))
     state = {k: v for k, v in gmm.state_dict().items() if k not in ("s1", "s2", "recent_mass", "num_updates")}
-    other = OnlineGMM(16, 4, reseed_every=5)
+    other = OnlineGMM(16, 4, split_every=5)
     other.load_state_dict(state)
     torch.testing.assert_close(other.s1, gmm.s1)
     assert int(other.num_updates) == 0
@@ -225,8 +234,7 @@ def test_bad_embeddings_raise(h, match):
         ({"eta": 0.0}, "eta must lie"),
         ({"init": "kmeans"}, "Unknown init 'kmeans'"),
         ({"num_prototypes": 0}, ">= 1"),
-        ({"reseed_every": -1}, "reseed_every must be >= 0"),
-        ({"reseed_max_cos": 1.5}, r"reseed_max_cos is a cosine in \[-1, 1\]"),
+        ({"split_every": -1}, "split_every must be >= 0"),
     ],
 )
 def test_bad_settings_raise(kwargs, match):

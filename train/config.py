@@ -78,14 +78,16 @@ class TrainConfig:
     teacher_temp_start: float = 0.04  # DINO; lower it if training is unstable at the start
     teacher_temp_warmup_steps: int = 0
     center_momentum: float = 0.9  # DINO
+    centering: str = "ema"  # DINO teacher targets: ema (DINO's centre) | sinkhorn (DINOv2's Sinkhorn-Knopp)
     # ---- online GMM (decoupled methods) ----
     gmm_eta: float = 1e-3  # forgetting per unit responsibility
     gmm_beta0: float = 0.5  # E-step annealing start, rising to 1 (tuned on val: docs/results.md)
     gmm_anneal_frac: float = 0.1  # fraction of training over which beta reaches 1
     gmm_var_floor: float = 1e-4
     gmm_init: str = "random"  # random | first_batch
-    gmm_reseed_every: int = 0  # restart components dead for this many steps at poorly explained embeddings
-    gmm_reseed_max_cos: float = 1.0  # restart only at embeddings this far (cosine) from live prototypes
+    gmm_split_every: int = 0  # every this many steps, dead components take half of the busiest ones
+    gmm_split_min_mass: float = 1.0  # responsibility since the last check below which a component is dead
+    gmm_merge_eps: float = 0.0  # at each split check, merge components closer than this (1 - cos); 0: never
     # ---- evaluation, logging, checkpoints ----
     eval_every: int = 200  # steps between k-NN + collapse evaluations (also at each epoch end)
     eval_bank_size: int = 10000  # training images in the k-NN memory bank during training
@@ -142,8 +144,9 @@ class TrainConfig:
             gmm_eta=self.gmm_eta,
             gmm_var_floor=self.gmm_var_floor,
             gmm_init=self.gmm_init,
-            gmm_reseed_every=self.gmm_reseed_every,
-            gmm_reseed_max_cos=self.gmm_reseed_max_cos,
+            gmm_split_every=self.gmm_split_every,
+            gmm_split_min_mass=self.gmm_split_min_mass,
+            gmm_merge_eps=self.gmm_merge_eps,
             backbone_kwargs=self.backbone_kwargs,
         )
 

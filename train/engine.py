@@ -190,7 +190,9 @@ class Trainer:
                 K, block_size=cfg.block_size, sinkhorn_iterations=cfg.sinkhorn_iterations
             )
         else:
-            self.criterion = DINOLoss(K, student_temp=cfg.student_temp, center_momentum=cfg.center_momentum)
+            self.criterion = DINOLoss(
+                K, student_temp=cfg.student_temp, center_momentum=cfg.center_momentum, centering=cfg.centering
+            )
         self.koleo = KoLeoProtoLoss()  # stateless: on the prototypes (carp_kp) and on features (koleo_weight)
         self.student, self.optimizer = acc.prepare(student, self._optimizer(list(student.parameters())))
         self.teacher = teacher.to(acc.device)

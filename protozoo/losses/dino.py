@@ -13,7 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from protozoo.distributed import all_reduce_sum_
-from protozoo.losses.carp import check_finite, check_views
+from protozoo.losses.carp import check_finite, check_views, sinkhorn
+
+CENTERING = ("ema", "sinkhorn")
 
 
 class DINOLoss(nn.Module):
@@ -36,6 +38,10 @@ class DINOLoss(nn.Module):
         teacher_temp: τ_t, the default teacher temperature (DINO warms it up from 0.04 to 0.07;
             pass the scheduled value to ``forward``).
         center_momentum: m, the EMA momentum of the centre.
+        centering: "ema" (DINO: subtract the centre c) or "sinkhorn" (DINOv2: the teacher's targets are
+            the Sinkhorn-Knopp equipartition of exp(g_t / τ_t) over the global batch, 3 iterations, so
+            every prototype receives the same mass and neither one prototype nor the uniform target
+            can take over; the centre is then unused).
 
     Raises:
         ValueError: if an argument is out of range.
@@ -55,6 +61,7 @@ class DINOLoss(nn.Module):
         student_temp: float = 0.1,
         teacher_temp: float = 0.04,
         center_momentum: float = 0.9,
+        centering: str = "ema",
     ) -> None:
         super().__init__()
         if out_dim < 1:
@@ -63,7 +70,9 @@ class DINOLoss(nn.Module):
         _check_temperature("teacher_temp", teacher_temp)
         if not 0.0 <= center_momentum <= 1.0:
             raise ValueError(f"center_momentum must lie in [0, 1] (DINO uses 0.9), got {center_momentum}.")
-        self.out_dim = out_dim
+        if centering not in CENTERING:
+            raise ValueError(f"Unknown centering {centering!r}; valid choices are {', '.join(CENTERING)}.")
+        self.out_dim, self.centering = out_dim, centering
         self.student_temp = student_temp
         self.teacher_temp = teacher_temp
         self.center_momentum = center_momentum
@@ -100,14 +109,17 @@ class DINOLoss(nn.Module):
             log_p = (torch.stack(student).float() / self.student_temp).log_softmax(dim=-1)  # (V_s, B, K)
             with torch.no_grad():
                 g_t = torch.stack(teacher).detach().float()  # (V_t, B, K)
-                q = ((g_t - self.center) / tau_t).softmax(dim=-1)  # (V_t, B, K)
+                if self.centering == "sinkhorn":
+                    q = torch.stack([sinkhorn(g / tau_t, iterations=3) for g in g_t])  # (V_t, B, K)
+                else:
+                    q = ((g_t - self.center) / tau_t).softmax(dim=-1)  # (V_t, B, K)
 
             cross_entropy = -torch.einsum("tbk,sbk->stb", q, log_p)  # (V_s, V_t, B)
             cross_view = ~torch.eye(len(student), len(teacher), dtype=torch.bool, device=log_p.device)
             loss = cross_entropy[cross_view].mean()
 
         check_finite(loss, student, teacher)  # before the centre can take in a NaN
-        if self.training:
+        if self.training and self.centering == "ema":
             self._update_center(g_t)
         return {"loss": loss}
 
