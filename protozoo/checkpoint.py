@@ -44,10 +44,13 @@ CHECKPOINT_FILES = ("model.safetensors", "head.safetensors", "config.json", "REA
 # written by protozoo export (the .data file only for graphs past 2 GB), published when present
 OPTIONAL_FILES = ("model.onnx", "model.onnx.data", "preprocessor.json")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# The GMM's running sums S1 = A μ and S2 = A (σ² + μ²) and its reseeding counters are not published:
+# The GMM's running sums S1 = A μ and S2 = A (σ² + μ²), its relocation counters and its k-means++
+# seeding buffer are not published:
 # OnlineGMM rebuilds them on load. Its masses and log-weights stay fp32 (tiny); everything else is
 # stored in the chosen dtype.
-_DERIVED = tuple(f"prototype_source.{k}" for k in ("s1", "s2", "recent_mass", "num_updates"))
+_DERIVED = tuple(
+    f"prototype_source.{k}" for k in ("s1", "s2", "recent_mass", "num_updates", "init_buffer", "init_filled")
+)
 _KEEP_FP32 = ("prototype_source.mass", "prototype_source.log_weights")
 
 

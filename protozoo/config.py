@@ -33,7 +33,8 @@ class ProtoConfig:
     crop_pct: float = 1.0  # eval center-crop fraction (timm's crop_pct); 0.875 for ImageNet-style data
     gmm_eta: float = 1e-3  # online GMM forgetting per unit of responsibility
     gmm_var_floor: float = 1e-4  # lower bound on GMM variances
-    gmm_init: str = "random"  # GMM means: "random" unit vectors or "first_batch" teacher features + noise
+    gmm_init: str = "random"  # GMM means: "random" unit vectors, "first_batch" features + noise, "kmeans++"
+    gmm_init_samples: int = 4096  # kmeans++: teacher embeddings buffered before the means are seeded
     gmm_split_every: int = 0  # every this many updates, dead GMM components take half of busy ones; 0: never
     gmm_split_min_mass: float = 1.0  # a component with less responsibility since the last check is dead
     gmm_merge_eps: float = 0.0  # merge GMM components closer than 1 - cos = this at split checks; 0: never

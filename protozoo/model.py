@@ -92,6 +92,7 @@ class ProtoModel(nn.Module):
                 eta=config.gmm_eta,
                 var_floor=config.gmm_var_floor,
                 init=config.gmm_init,
+                init_samples=config.gmm_init_samples,
                 split_every=config.gmm_split_every,
                 split_min_mass=config.gmm_split_min_mass,
                 merge_eps=config.gmm_merge_eps,

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from protozoo.distributed import all_reduce_sum_, broadcast_
 
+INITS = ("random", "first_batch", "kmeans++")
 _SPARSE_GAMMA = 1e-9  # responsibilities at or below this are left out of sparse statistics
 
 
@@ -41,9 +42,12 @@ class OnlineGMM(nn.Module):
         dim: d, the embedding dimension.
         eta: forgetting factor per unit of responsibility. Larger forgets faster.
         var_floor: lower bound on every variance.
-        init: "random" (means are random unit vectors) or "first_batch" (means are the first
-            batch's embeddings, recycled when K > B, plus noise).
+        init: "random" (means are random unit vectors), "first_batch" (means are the first
+            batch's embeddings, recycled when K > B, plus noise) or "kmeans++" (means are embeddings
+            spread out by k-means++ seeding over the first ``init_samples`` ones).
         init_noise: standard deviation of the noise added to first-batch means.
+        init_samples: "kmeans++" only: how many teacher embeddings are buffered (the means stay random
+            meanwhile) before K of them are chosen by k-means++ and the mixture is fitted to them.
         chunk_size: components per chunk in the E-step; bounds memory at B × chunk_size.
         split_every: every this many updates, components within ``merge_eps`` of a heavier one are
             merged into it, and each merged or dead one (less than ``split_min_mass`` responsibility
@@ -80,6 +84,7 @@ class OnlineGMM(nn.Module):
         var_floor: float = 1e-4,
         init: str = "random",
         init_noise: float = 0.02,
+        init_samples: int = 4096,
         chunk_size: int = 4096,
         split_every: int = 0,
         split_min_mass: float = 1.0,
@@ -90,8 +95,13 @@ class OnlineGMM(nn.Module):
             raise ValueError(f"OnlineGMM needs num_prototypes >= 1 and dim >= 1, got {num_prototypes}, {dim}")
         if not 0.0 < eta < 1.0:
             raise ValueError(f"eta must lie in (0, 1), got {eta}; the default 1e-3 suits K around 1-64k")
-        if init not in ("random", "first_batch"):
-            raise ValueError(f"Unknown init {init!r}; valid choices are 'random' and 'first_batch'")
+        if init not in INITS:
+            raise ValueError(f"Unknown init {init!r}; valid choices are {', '.join(map(repr, INITS))}")
+        if init == "kmeans++" and init_samples < num_prototypes:
+            raise ValueError(
+                f"init='kmeans++' seeds {num_prototypes} means from init_samples={init_samples} buffered "
+                "embeddings; give at least as many samples as prototypes (4 x K is a good choice)"
+            )
         self.num_prototypes, self.dim = num_prototypes, dim
         self.eta, self.var_floor, self.init = eta, var_floor, init
         if split_every < 0:
@@ -112,6 +122,9 @@ class OnlineGMM(nn.Module):
         self.register_buffer("initialized", torch.tensor(init == "random"))
         self.register_buffer("recent_mass", torch.zeros(num_prototypes))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        buffered = init_samples if init == "kmeans++" else 0
+        self.register_buffer("init_buffer", torch.zeros(buffered, dim))  # kmeans++: embeddings to seed from
+        self.register_buffer("init_filled", torch.zeros((), dtype=torch.long))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """Load, rebuilding what a published checkpoint leaves out: S1 = A μ, S2 = A (σ² + μ²), and the
@@ -122,7 +135,7 @@ class OnlineGMM(nn.Module):
             mu, var = state_dict[prefix + "means"].float(), state_dict[prefix + "variances"].float()
             state_dict[prefix + "s1"], state_dict[prefix + "s2"] = mass * mu, mass * (var + mu**2)
         if summary:
-            for key in ("recent_mass", "num_updates"):
+            for key in ("recent_mass", "num_updates", "init_buffer", "init_filled"):
                 state_dict.setdefault(prefix + key, torch.zeros_like(getattr(self, key)))
         super()._load_from_state_dict(state_dict, prefix, *args)
 
@@ -177,38 +190,47 @@ class OnlineGMM(nn.Module):
         """
         h = self._check(h)
         with torch.autocast(h.device.type, enabled=False):
+            if not bool(self.initialized) and self.init == "kmeans++":
+                if self._fill_and_seed(h):  # the buffer is full and the means are seeded: fit them to it
+                    for chunk in self.init_buffer.split(len(h)):
+                        self._em_step(chunk, beta)
+                return  # until then the means stay random
             if not bool(self.initialized):
                 self._init_from(h)
-            # First pass (several chunks only): lse_c = log Σ_{k in c} exp(β logp_ik), read off the
-            # softmax at the row maximum; scale_c = exp(lse_c − lse) turns chunk softmaxes into γ.
-            scales: list[Tensor | None] = [None]
-            if self.num_prototypes > self.chunk_size:
-                lse = torch.stack(
-                    [lp.amax(1) - lp.softmax(dim=1).amax(1).log() for _, lp in self._log_prob_chunks(h, beta)]
-                )  # (chunks, B)
-                scales = list((lse - lse.logsumexp(0)).exp())
-            hh = torch.cat([h * h, h], dim=1)  # (B, 2d): the statistics of both moments in one matmul
-            n = torch.empty_like(self.mass)
-            stats = torch.empty(self.num_prototypes, 2 * self.dim, device=h.device)  # (K, 2d): [s2, s1]
-            for (k, logp), scale in zip(self._log_prob_chunks(h, beta), scales, strict=True):
-                gamma = logp.softmax(dim=1)  # (B, Kc)
-                if scale is not None:
-                    gamma.mul_(scale[:, None])
-                self._add_statistics(gamma, hh, n[k], stats[k])
-            all_reduce_sum_(n)
-            all_reduce_sum_(stats)
-            s2, s1 = stats.split(self.dim, dim=1)
-            # Forgetting: a component that got no responsibility (n_k = 0) keeps its mass.
-            a = (1.0 - self.eta) ** n
-            self.mass.mul_(a).add_(n)
-            self.s1.mul_(a[:, None]).add_(s1)
-            self.s2.mul_(a[:, None]).add_(s2)
-            self._m_step()
-            if self.split_every:
-                self.recent_mass.add_(n)
-                self.num_updates.add_(1)
-                if int(self.num_updates) % self.split_every == 0:
-                    self._relocate()
+            self._em_step(h, beta)
+
+    def _em_step(self, h: Tensor, beta: float) -> None:
+        """E-step, all-reduce, forgetting and M-step on h (B, d); then the periodic relocation."""
+        # First pass (several chunks only): lse_c = log Σ_{k in c} exp(β logp_ik), read off the
+        # softmax at the row maximum; scale_c = exp(lse_c − lse) turns chunk softmaxes into γ.
+        scales: list[Tensor | None] = [None]
+        if self.num_prototypes > self.chunk_size:
+            lse = torch.stack(
+                [lp.amax(1) - lp.softmax(dim=1).amax(1).log() for _, lp in self._log_prob_chunks(h, beta)]
+            )  # (chunks, B)
+            scales = list((lse - lse.logsumexp(0)).exp())
+        hh = torch.cat([h * h, h], dim=1)  # (B, 2d): the statistics of both moments in one matmul
+        n = torch.empty_like(self.mass)
+        stats = torch.empty(self.num_prototypes, 2 * self.dim, device=h.device)  # (K, 2d): [s2, s1]
+        for (k, logp), scale in zip(self._log_prob_chunks(h, beta), scales, strict=True):
+            gamma = logp.softmax(dim=1)  # (B, Kc)
+            if scale is not None:
+                gamma.mul_(scale[:, None])
+            self._add_statistics(gamma, hh, n[k], stats[k])
+        all_reduce_sum_(n)
+        all_reduce_sum_(stats)
+        s2, s1 = stats.split(self.dim, dim=1)
+        # Forgetting: a component that got no responsibility (n_k = 0) keeps its mass.
+        a = (1.0 - self.eta) ** n
+        self.mass.mul_(a).add_(n)
+        self.s1.mul_(a[:, None]).add_(s1)
+        self.s2.mul_(a[:, None]).add_(s2)
+        self._m_step()
+        if self.split_every:
+            self.recent_mass.add_(n)
+            self.num_updates.add_(1)
+            if int(self.num_updates) % self.split_every == 0:
+                self._relocate()
 
     @staticmethod
     def _add_statistics(gamma: Tensor, hh: Tensor, n: Tensor, stats: Tensor) -> None:
@@ -245,6 +267,30 @@ class OnlineGMM(nn.Module):
         self.s2.copy_((self.variances + mu**2) * self.mass[:, None])
         self._m_step()
         self.initialized.fill_(True)
+
+    def _fill_and_seed(self, h: Tensor) -> bool:
+        """Buffer this process's embeddings; once ``init_samples`` are in, seed the means by k-means++
+        (D² sampling on 1 − cos, Arthur & Vassilvitskii 2007) on rank 0's buffer and broadcast them.
+        Returns True on the update that seeds."""
+        filled = int(self.init_filled)
+        take = h[: len(self.init_buffer) - filled]
+        self.init_buffer[filled : filled + len(take)] = take
+        self.init_filled.add_(len(take))
+        if int(self.init_filled) < len(self.init_buffer):
+            return False
+        x = self.init_buffer
+        chosen = [int(torch.randint(len(x), ()))]
+        dist = 1.0 - x @ x[chosen[0]]  # (N,) cosine distance to the nearest chosen mean
+        for _ in range(1, self.num_prototypes):
+            chosen.append(int(torch.multinomial(dist.clamp(min=0.0) + 1e-12, 1)))
+            torch.minimum(dist, 1.0 - x @ x[chosen[-1]], out=dist)
+        mu = x[chosen].clone()
+        broadcast_(mu)
+        self.s1.copy_(mu * self.mass[:, None])
+        self.s2.copy_((self.variances + mu**2) * self.mass[:, None])
+        self._m_step()
+        self.initialized.fill_(True)
+        return True
 
     def _relocate(self) -> None:
         """Merge near-duplicate components, then give every merged or dead one half of a busy one.

@@ -232,7 +232,10 @@ def test_bad_embeddings_raise(h, match):
     "kwargs, match",
     [
         ({"eta": 0.0}, "eta must lie"),
-        ({"init": "kmeans"}, "Unknown init 'kmeans'"),
+        (
+            {"init": "kmeans"},
+            "Unknown init 'kmeans'; valid choices are 'random', 'first_batch', 'kmeans\\+\\+'",
+        ),
         ({"num_prototypes": 0}, ">= 1"),
         ({"split_every": -1}, "split_every must be >= 0"),
     ],
@@ -280,3 +283,24 @@ def test_two_processes_on_half_batches_equal_one_process(tmp_path):
     mp.spawn(
         _half_batch_worker, args=(str(tmp_path / "init"), str(tmp_path / "expected.safetensors")), nprocs=2
     )
+
+
+def test_kmeanspp_waits_for_its_buffer_then_seeds_distinct_means_on_the_data():
+    torch.manual_seed(0)
+    centres, h = sphere_mixture(k=32, d=16, n_per=40, spread=0.02)  # 1280 embeddings in 32 tight clusters
+    h = h[torch.randperm(len(h))]
+    gmm = OnlineGMM(32, 16, init="kmeans++", init_samples=512)
+    random_means = gmm.means.clone()
+    gmm.update(h[:256])
+    assert not bool(gmm.initialized) and torch.equal(gmm.means, random_means)  # still buffering
+    gmm.update(h[256:512])
+    assert bool(gmm.initialized)
+    # D² sampling puts one mean on nearly every cluster, never two on one
+    nearest = (gmm.prototypes @ centres.T).argmax(1)
+    assert nearest.unique().numel() >= 30
+    assert (gmm.prototypes @ centres.T).amax(1).min() > 0.95
+
+
+def test_kmeanspp_needs_as_many_samples_as_prototypes():
+    with pytest.raises(ValueError, match="init_samples=8 buffered embeddings"):
+        OnlineGMM(16, 4, init="kmeans++", init_samples=8)

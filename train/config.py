@@ -84,7 +84,8 @@ class TrainConfig:
     gmm_beta0: float = 0.5  # E-step annealing start, rising to 1 (tuned on val: docs/results.md)
     gmm_anneal_frac: float = 0.1  # fraction of training over which beta reaches 1
     gmm_var_floor: float = 1e-4
-    gmm_init: str = "random"  # random | first_batch
+    gmm_init: str = "random"  # random | first_batch | kmeans++
+    gmm_init_samples: int = 4096  # kmeans++: teacher embeddings buffered before seeding (>= K; 4 K is good)
     gmm_split_every: int = 0  # every this many steps, dead components take half of the busiest ones
     gmm_split_min_mass: float = 1.0  # responsibility since the last check below which a component is dead
     gmm_merge_eps: float = 0.0  # at each split check, merge components closer than this (1 - cos); 0: never
@@ -144,6 +145,7 @@ class TrainConfig:
             gmm_eta=self.gmm_eta,
             gmm_var_floor=self.gmm_var_floor,
             gmm_init=self.gmm_init,
+            gmm_init_samples=self.gmm_init_samples,
             gmm_split_every=self.gmm_split_every,
             gmm_split_min_mass=self.gmm_split_min_mass,
             gmm_merge_eps=self.gmm_merge_eps,
