@@ -6,6 +6,7 @@ same neighbours (optimizer state, epoch, DINO's argparse ``args``).
 """
 
 import argparse
+import dataclasses
 import json
 import math
 
@@ -274,6 +275,8 @@ def test_a_bare_matrix_or_a_single_tensor_needs_no_name(tmp_path):
     assert read_prototype_file(tmp_path / "m.npy").key is None
     assert torch.equal(read_prototype_file(tmp_path / "m.pt").prototypes, matrix)
     assert read_prototype_file(tmp_path / "one.pt").key == "centroids"
+    with pytest.raises(ValueError, match=r"holds one unnamed tensor, so key='c' does not apply; drop it"):
+        read_prototype_file(tmp_path / "m.npy", key="c")
 
 
 TWO = {"a": torch.ones(4, 3), "b": torch.ones(4)}
@@ -353,6 +356,17 @@ def test_a_model_folder_gives_unit_prototypes_and_masses(gmm_folder):
     assert found.masses.shape == (32,) and found.masses[31] == 400.0
     with pytest.raises(ValueError, match=r"key='x' selects a tensor inside a file"):
         load_prototype_file(folder, key="x")
+
+
+def test_a_joint_model_folder_has_no_masses(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = ProtoModel(dataclasses.replace(TINY, method="carp"))  # learnable prototypes, no GMM
+    model.save_pretrained(tmp_path / "joint")
+    found = load_prototype_file(tmp_path / "joint")
+    assert (found.key, found.masses) == ("prototype_source", None)
+    assert torch.equal(found.prototypes, model.prototypes)
+    assert main(["diagnose", str(tmp_path / "joint")]) == 0
+    assert "caveat: live and dead prototypes are unknown" in capsys.readouterr().out
 
 
 def test_diagnose_a_model_folder_counts_live_components(gmm_folder, tmp_path, capsys):
