@@ -318,7 +318,7 @@ class CollapseReport:
         lines.append(
             f"nearest-neighbour cosine: mean {self.nn_cosine_mean:.3f}, max {self.nn_cosine_max:.3f}"
         )
-        mass = f"carrying >= {self.min_mass or 0:g} units of GMM mass"
+        mass = f"carrying >= {self.min_mass:g} units of GMM mass" if self.min_mass is not None else ""
         if self.used is not None:
             lines.append(f"live prototypes: {self.used} of {k} (used by data)")
             lines.append(f"dead prototypes: {k - self.used} of {k} (never the argmax of a reference sample)")
@@ -326,9 +326,7 @@ class CollapseReport:
                 lines.append(f"{mass}: {self.carrying} of {k}")
         elif self.carrying is not None:
             lines.append(f"live prototypes: {self.carrying} of {k} ({mass})")
-            lines.append(
-                f"dead prototypes: {k - self.carrying} of {k} (less mass: data may never have reached them)"
-            )
+            lines.append(f"dead prototypes: {k - self.carrying} of {k} (less mass: perhaps never moved)")
         else:
             lines += [
                 "caveat: live and dead prototypes are unknown (no GMM masses, no reference data):",
