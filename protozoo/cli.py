@@ -26,15 +26,19 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _diagnose(args: argparse.Namespace) -> None:
     from protozoo.collapse import collapse_report, plot_nn_cosine_histogram
-    from protozoo.hub import load_prototypes
+    from protozoo.hub import load_prototype_file
 
-    prototypes = load_prototypes(args.source, key=args.key)
-    report = collapse_report(prototypes)
+    found = load_prototype_file(args.source, key=args.key)
+    report = collapse_report(found.prototypes, masses=found.masses)
+    others = [c for c in found.candidates if c != found.key]
+    print(f"prototype layer: {found.key or '(the file holds one matrix)'}")
+    if others:
+        print(f"also found: {', '.join(others)} (pick one with --key)")
     print(report)
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2))
+        Path(args.json).write_text(json.dumps({"key": found.key, **report.to_dict()}, indent=2))
     if args.plot:
-        plot_nn_cosine_histogram(prototypes, args.plot)
+        plot_nn_cosine_histogram(found.prototypes, args.plot)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -90,9 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diagnose", help="collapse report of a checkpoint or any prototype matrix")
     p.add_argument(
         "source",
-        help="zoo name, Hub id, model folder, or a .safetensors/.npy/.pt file holding a (K, D) matrix",
+        help="zoo name, Hub id, model folder, a checkpoint of DINO, CARP, SwAV, lightly or solo-learn "
+        "(.pth, .pth.tar, .ckpt, .safetensors; read without pickle), or a .npy/.pt (K, D) matrix",
     )
-    p.add_argument("--key", default=None, help="tensor name inside a .safetensors file with several tensors")
+    p.add_argument(
+        "--key",
+        default=None,
+        help="the layer or 2-D tensor to take inside a file (dotted, e.g. student.module.head.last_layer) "
+        "when the prototype layer is not found by its usual name, or to pick the student's",
+    )
     p.add_argument("--json", default=None, help="also write the report as JSON to this path")
     p.add_argument("--plot", default=None, help="also write the nearest-neighbour cosine histogram (PNG)")
     p.set_defaults(func=_diagnose)

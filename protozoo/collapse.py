@@ -239,18 +239,51 @@ def usage(assignments: Tensor, num_prototypes: int | None = None) -> dict[str, f
     return {"perplexity": math.exp(entropy.item()) / k, "dead": (counts == 0).double().mean().item()}
 
 
+def _used_rows(assignments: Tensor, k: int) -> Tensor:
+    """(K,) bool: which prototypes are the argmax of at least one sample (inputs checked by :func:`usage`)."""
+    winners = assignments.argmax(1) if assignments.ndim == 2 else assignments
+    return torch.bincount(winners.detach().cpu().long(), minlength=k) > 0
+
+
+def _check_masses(masses: Tensor | np.ndarray, k: int, min_mass: float) -> Tensor:
+    """Validate the GMM's (K,) masses and the threshold; return the masses as a CPU float64 tensor."""
+    if not isinstance(masses, Tensor | np.ndarray):
+        raise TypeError(
+            f"masses must be a torch.Tensor or numpy.ndarray of shape (K,), got {type(masses).__name__}"
+        )
+    m = torch.as_tensor(masses).detach().cpu().double()
+    if m.shape != (k,):
+        raise ValueError(
+            f"masses must have shape ({k},), one per prototype, got {tuple(m.shape)}; "
+            "pass the GMM's prototype_source.mass"
+        )
+    if not torch.isfinite(m).all() or (m < 0).any():
+        raise ValueError("masses must be finite and >= 0; pass the GMM's prototype_source.mass")
+    if not (isinstance(min_mass, int | float) and math.isfinite(min_mass) and min_mass > 0):
+        raise ValueError(f"min_mass must be a finite number > 0, got {min_mass!r}; the default is 2.0")
+    return m
+
+
 @dataclass
 class CollapseReport:
     """Collapse diagnostics of one prototype matrix (see :func:`collapse_report`).
 
     Attributes:
         num_prototypes: K.
-        unique: Unique fraction per eps, keyed ``str(eps)``.
+        unique: Unique fraction per eps over all K rows, keyed ``str(eps)``.
         unique_count: Unique count per eps, keyed ``str(eps)``.
         nn_cosine_mean: Mean over prototypes of the cosine to the nearest other prototype.
         nn_cosine_max: Largest such cosine (1.0 means an exact duplicate exists).
         perplexity: Usage perplexity / K on the reference assignments, or None without them.
-        dead: Fraction of prototypes never the argmax on the reference set, or None without it.
+        dead: Fraction of prototypes never the argmax on the reference set (1 - used / K), or None.
+        used: Number of prototypes that are the argmax of at least one reference sample, or None.
+        carrying: Number of GMM components holding at least ``min_mass`` units of mass, or None
+            without masses.
+        min_mass: The mass threshold of ``carrying``, or None without masses.
+        live: The prototypes that carry data: ``used`` when assignments are given, else ``carrying``,
+            else None (unknown).
+        unique_live: Unique count among the live rows / live, per eps; None when live is unknown or 0.
+        unique_live_count: Unique count among the live rows, per eps; None likewise.
     """
 
     num_prototypes: int
@@ -260,45 +293,95 @@ class CollapseReport:
     nn_cosine_max: float
     perplexity: float | None = None
     dead: float | None = None
+    used: int | None = None
+    carrying: int | None = None
+    min_mass: float | None = None
+    live: int | None = None
+    unique_live: dict[str, float] | None = None
+    unique_live_count: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Return the report as a JSON-serialisable dict."""
         return asdict(self)
 
     def __str__(self) -> str:
-        lines = [f"prototypes: {self.num_prototypes}", f"{'eps':>8}  {'unique':>8}  {'fraction':>8}"]
+        k = self.num_prototypes
+        header = f"{'eps':>8}  {'unique':>8}  {'fraction':>8}"
+        if self.unique_live is not None:
+            header += f"  {'unique among live':>17}  {'fraction':>8}"
+        lines = [f"prototypes: {k}", header]
         for key, frac in self.unique.items():
-            lines.append(f"{key:>8}  {self.unique_count[key]:>8d}  {frac:>8.3f}")
+            line = f"{key:>8}  {self.unique_count[key]:>8d}  {frac:>8.3f}"
+            if self.unique_live is not None and self.unique_live_count is not None:
+                line += f"  {self.unique_live_count[key]:>17d}  {self.unique_live[key]:>8.3f}"
+            lines.append(line)
         lines.append(
             f"nearest-neighbour cosine: mean {self.nn_cosine_mean:.3f}, max {self.nn_cosine_max:.3f}"
         )
+        mass = f"carrying >= {self.min_mass:g} units of GMM mass" if self.min_mass is not None else ""
+        if self.used is not None:
+            lines.append(f"live prototypes: {self.used} of {k} (used by data)")
+            lines.append(f"dead prototypes: {k - self.used} of {k} (never the argmax of a reference sample)")
+            if self.carrying is not None:
+                lines.append(f"{mass}: {self.carrying} of {k}")
+        elif self.carrying is not None:
+            lines.append(f"live prototypes: {self.carrying} of {k} ({mass})")
+            lines.append(f"dead prototypes: {k - self.carrying} of {k} (less mass: perhaps never moved)")
+        else:
+            lines += [
+                "caveat: live and dead prototypes are unknown (no GMM masses, no reference data):",
+                "  the unique fractions may count prototypes that no data uses, such as random vectors that",
+                "  never moved; pass masses or assignments (a protozoo model's head.safetensors has masses)",
+            ]
         if self.perplexity is not None and self.dead is not None:
             lines.append(f"usage perplexity / K: {self.perplexity:.3f}, dead: {self.dead:.3f}")
         return "\n".join(lines)
 
 
-def collapse_report(prototypes: Tensor | np.ndarray, assignments: Tensor | None = None) -> CollapseReport:
+def collapse_report(
+    prototypes: Tensor | np.ndarray,
+    assignments: Tensor | None = None,
+    masses: Tensor | np.ndarray | None = None,
+    min_mass: float = 2.0,
+) -> CollapseReport:
     """Compute every collapse diagnostic of a prototype matrix.
 
-    Unique prototypes at each eps of :data:`EPS_GRID`, the nearest-neighbour cosine summary and, when
-    reference assignments are given, the usage perplexity and dead fraction.
+    Unique prototypes at each eps of :data:`EPS_GRID` and the nearest-neighbour cosine summary. With
+    reference assignments: the usage perplexity, the ``used`` prototypes (the argmax of at least one
+    sample) and the dead fraction. With the GMM's masses: the components ``carrying`` at least
+    ``min_mass`` units of mass. The live prototypes are the used ones, else the carrying ones, and the
+    unique fractions are also counted among them alone (``unique_live``), so that prototypes no data uses,
+    which stay far apart where they were initialised, cannot pass as unique ones.
 
     Args:
         prototypes: Prototype matrix of shape (K, d) with K >= 2.
         assignments: Optional (N, K) probabilities or (N,) argmax indices on a reference set.
+        masses: Optional (K,) mass A of each GMM component (``prototype_source.mass`` in a model's
+            head.safetensors).
+        min_mass: Mass a component must hold to count as carrying data; > 0 (one unit is one sample's
+            worth of responsibility, and every component starts with one pseudo-count).
 
     Returns:
         A :class:`CollapseReport`; ``print`` it for a small table.
 
     Raises:
         TypeError: If an input has the wrong type.
-        ValueError: If an input is invalid (see :func:`unique_prototypes` and :func:`usage`).
+        ValueError: If an input is invalid (see :func:`unique_prototypes` and :func:`usage`), the masses
+            are not K finite values >= 0, or ``min_mass`` is not positive.
     """
     x = _as_unit_rows(prototypes)
     k = x.shape[0]
     counts = {str(eps): unique_prototypes(x, eps) for eps in EPS_GRID}
     nn = nearest_neighbour_cosine(x)
     use = usage(assignments, num_prototypes=k) if assignments is not None else None
+    used_rows = _used_rows(assignments, k) if assignments is not None else None
+    carrying_rows = _check_masses(masses, k, min_mass) >= min_mass if masses is not None else None
+    live_rows = used_rows if used_rows is not None else carrying_rows
+    live_counts = None
+    if live_rows is not None and live_rows.any():
+        live_x = x[live_rows.to(x.device)]  # index order kept, as Definition 2.1 scans it
+        live_counts = {str(eps): unique_prototypes(live_x, eps) for eps in EPS_GRID}
+    live = int(live_rows.sum()) if live_rows is not None else None
     return CollapseReport(
         num_prototypes=k,
         unique={key: count / k for key, count in counts.items()},
@@ -307,6 +390,12 @@ def collapse_report(prototypes: Tensor | np.ndarray, assignments: Tensor | None 
         nn_cosine_max=nn.max().item(),
         perplexity=use["perplexity"] if use else None,
         dead=use["dead"] if use else None,
+        used=int(used_rows.sum()) if used_rows is not None else None,
+        carrying=int(carrying_rows.sum()) if carrying_rows is not None else None,
+        min_mass=float(min_mass) if masses is not None else None,
+        live=live,
+        unique_live={key: c / live for key, c in live_counts.items()} if live_counts and live else None,
+        unique_live_count=live_counts,
     )
 
 
@@ -331,20 +420,26 @@ def plot_unique_over_steps(
     curves: dict[str, tuple[list[int], list[dict[str, float]]]],
     path: str | Path,
     title: str = "Unique prototypes during training",
+    live: dict[str, list[float | None]] | None = None,
 ) -> None:
     """Plot the unique-prototype fraction against the training step, one panel per eps.
 
     Each curve is one line in every panel: a run passes one curve, a method comparison one per method.
+    With ``live``, each curve's live fraction (live prototypes / K) is drawn dashed in the curve's colour
+    in every panel, so a high unique fraction over mostly dead prototypes shows as such.
 
     Args:
         curves: Map from curve name to ``(steps, uniques)``, where ``uniques[i]`` maps ``str(eps)`` to
             the unique fraction at ``steps[i]`` (the ``unique`` field of metrics.jsonl).
         path: Output image path; the format follows the suffix (PNG by default). Written atomically.
         title: Figure title.
+        live: Optional map from curve name (a subset of ``curves``) to the live fraction in [0, 1] at each
+            of that curve's steps, None where unknown.
 
     Raises:
         ValueError: If ``curves`` is empty, a curve's steps and uniques differ in length or are empty,
-            or an entry lacks one of the :data:`EPS_GRID` keys.
+            an entry lacks one of the :data:`EPS_GRID` keys, or ``live`` names an unknown curve, has the
+            wrong length or a value outside [0, 1].
     """
     if not curves:
         raise ValueError("curves is empty; pass {name: (steps, uniques)} with at least one curve")
@@ -358,17 +453,34 @@ def plot_unique_over_steps(
             missing = [str(eps) for eps in EPS_GRID if str(eps) not in entry]
             if missing:
                 raise ValueError(f"curve {name!r} has an entry {entry!r} without the eps keys {missing}")
+    live = live or {}
+    for name, fractions in live.items():
+        if name not in curves:
+            raise ValueError(f"live has a curve {name!r} that curves lacks; its curves are {list(curves)}")
+        if len(fractions) != len(curves[name][0]):
+            raise ValueError(
+                f"live curve {name!r} has {len(fractions)} values for {len(curves[name][0])} steps; "
+                "pass one per step (None where unknown)"
+            )
+        bad = [f for f in fractions if f is not None and not 0.0 <= f <= 1.0]
+        if bad:
+            raise ValueError(f"live curve {name!r} has values {bad} outside [0, 1]; pass live count / K")
     fig = Figure(figsize=(3.2 * len(EPS_GRID), 3.0), layout="constrained")
     axes = fig.subplots(1, len(EPS_GRID), sharey=True)
     for ax, eps in zip(axes, EPS_GRID, strict=True):
         for name, (steps, uniques) in curves.items():
             fractions = [u[str(eps)] for u in uniques]
-            ax.plot(steps, fractions, marker="." if len(steps) < 30 else None, label=name)
+            marker = "." if len(steps) < 30 else None
+            (line,) = ax.plot(steps, fractions, marker=marker, label=name)
+            known = [(s, f) for s, f in zip(steps, live.get(name, []), strict=False) if f is not None]
+            if known:
+                xs, ys = zip(*known, strict=True)
+                ax.plot(xs, ys, linestyle="--", marker=marker, color=line.get_color(), label=f"{name} (live)")
         ax.set_title(f"eps = {eps}")
         ax.set_xlabel("training step")
         ax.set_ylim(0.0, 1.05)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("unique fraction")
+    axes[0].set_ylabel("unique fraction" + (" (dashed: live / K)" if live else ""))
     axes[-1].legend(fontsize="small")
     fig.suptitle(title)
     _save_atomic(fig, path)

@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -31,11 +30,11 @@ from protozoo.checkpoint import (
     check_replaceable,
     load_folder,
     read_config,
-    read_weights,
     swap_in,
     write_checkpoint,
 )
 from protozoo.model import ProtoModel
+from protozoo.prototype_files import PrototypeFile, read_prototype_file
 from protozoo.registry import format_zoo_table, list_models
 
 if TYPE_CHECKING:
@@ -45,6 +44,7 @@ __all__ = [
     "format_zoo_table",
     "list_models",
     "load",
+    "load_prototype_file",
     "load_prototypes",
     "publish",
     "push_to_hub",
@@ -322,48 +322,34 @@ def publish(
 
 
 def load_prototypes(source: str | Path, key: str | None = None) -> Tensor:
-    """A (K, D) prototype matrix from a checkpoint or from a file holding a matrix.
+    """A (K, D) prototype matrix: the ``prototypes`` of :func:`load_prototype_file`."""
+    return load_prototype_file(source, key).prototypes
+
+
+def load_prototype_file(source: str | Path, key: str | None = None) -> PrototypeFile:
+    """The prototype layer of a model or checkpoint file, with the GMM's masses when it has them.
 
     Args:
-        source: a zoo name, Hub id or model folder (its unit-norm prototypes), or a ``.safetensors``,
-            ``.npy`` or ``.pt`` / ``.pth`` file (loaded without pickle) holding a 2-d matrix.
-        key: the tensor's name in a file that holds several (files only).
+        source: a zoo name, Hub id or model folder (its head's unit-norm prototypes and masses), or a
+            checkpoint or matrix file (``.safetensors``, ``.npy``, ``.pt``, ``.pth``, ``.pth.tar``,
+            ``.ckpt``; read without pickle) in which :func:`protozoo.prototype_files.find_prototypes` finds
+            the DINO, CARP, SwAV, lightly, solo-learn or protozoo prototype layer.
+        key: the tensor or layer name to take inside a file, instead of searching (files only).
 
     Returns:
-        (K, D) float tensor on the CPU.
+        A :class:`~protozoo.prototype_files.PrototypeFile`: prototypes, masses (or None) and the key used.
 
     Raises:
-        ValueError: an unknown suffix, a missing or needed key (the error lists the keys), a tensor
-            that is not 2-d, a key given for a model, or as :func:`load`.
-        FileNotFoundError: as :func:`load`.
+        ValueError: an unknown suffix, no prototype layer or an unknown key (the error lists the 2-D
+            tensors), a tensor that is not 2-d, a key given for a model, or as :func:`resolve_folder`.
+        FileNotFoundError: as :func:`resolve_folder`.
     """
     path = Path(source).expanduser()
-    if not path.is_file():
-        if key is not None:
-            raise ValueError(f"key={key!r} selects a tensor inside a file, but {str(source)!r} is a model")
-        return load(source).prototypes.detach().cpu()
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        tensors: Any = read_weights(path)
-    elif suffix == ".npy":
-        tensors = torch.from_numpy(np.load(path, allow_pickle=False))
-    elif suffix in (".pt", ".pth"):
-        try:
-            tensors = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... for unsafe or corrupt files
-            raise ValueError(f"{path} could not be read as a tensor file without pickle ({e})") from e
-    else:
-        raise ValueError(f"Unknown prototype file type {path.name!r}; use .safetensors, .npy, .pt or .pth")
-    if isinstance(tensors, dict):
-        if key is None and len(tensors) != 1:
-            raise ValueError(f"{path} holds several tensors {sorted(tensors)}; pass key= to choose one")
-        if key is not None and key not in tensors:
-            raise ValueError(f"{path} has no tensor {key!r}; its keys are {sorted(tensors)}")
-        tensors = tensors[key] if key is not None else next(iter(tensors.values()))
-    if not isinstance(tensors, Tensor) or tensors.ndim != 2:
-        shape = tuple(tensors.shape) if isinstance(tensors, Tensor) else type(tensors).__name__
-        raise ValueError(f"{path}: expected a (K, D) prototype matrix, got {shape}")
-    return tensors.float()
+    if path.is_file():
+        return read_prototype_file(path, key)
+    if key is not None:
+        raise ValueError(f"key={key!r} selects a tensor inside a file, but {str(source)!r} is a model")
+    return read_prototype_file(resolve_folder(source) / "head.safetensors")
 
 
 def _download(

@@ -210,7 +210,116 @@ def test_collapse_report():
     text = str(report)
     assert "0.025" in text and "dead" in text
     bare = collapse_report(x)
-    assert bare.perplexity is None and bare.dead is None and "dead" not in str(bare)
+    assert bare.perplexity is None and bare.dead is None and "usage perplexity" not in str(bare)
+
+
+# ---- live and dead prototypes: 10 live rows in one cap of the sphere, 90 random rows no data uses ----
+LIVE = torch.tensor([2, 7, 11, 30, 31, 45, 58, 66, 80, 99])
+
+
+def live_and_dead() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(100, 64, generator=g, dtype=torch.float64)  # random directions: far from each other
+    cap = torch.zeros(64, dtype=torch.float64)
+    cap[0] = 1.0
+    # 1 - cos between live rows is about 0.14: distinct at eps 0.025 and 0.1, one prototype at 0.25 and 0.5
+    x[LIVE] = cap + 0.05 * torch.randn(10, 64, generator=g, dtype=torch.float64)
+    return x
+
+
+def naive_live(x: torch.Tensor) -> dict[str, int]:
+    return {str(eps): naive_unique(x[LIVE].numpy(), eps) for eps in EPS_GRID}
+
+
+def test_report_counts_live_rows_from_assignments():
+    x = live_and_dead()
+    indices = LIVE.repeat(3)[torch.randperm(30, generator=torch.Generator().manual_seed(1))]
+    for assignments in (indices, torch.nn.functional.one_hot(indices, 100).double() * 0.9 + 0.001):
+        report = collapse_report(x, assignments=assignments)
+        assert (report.used, report.live, report.carrying, report.min_mass) == (10, 10, None, None)
+        assert report.dead == pytest.approx(0.9)
+        assert report.unique_live_count == naive_live(x)
+        assert report.unique_live == {key: c / 10 for key, c in naive_live(x).items()}
+        assert report.unique_live["0.025"] == 1.0 and report.unique_live["0.5"] == 0.1
+        assert report.unique["0.5"] > 0.9  # over all K, the dead random rows pass as unique
+        text = str(report)
+        assert "live prototypes: 10 of 100 (used by data)" in text
+        assert "dead prototypes: 90 of 100 (never the argmax" in text and "caveat" not in text
+        assert "unique among live" in text
+
+
+def test_report_counts_live_components_from_masses():
+    x = live_and_dead()
+    masses = torch.ones(100)  # the pseudo-count every component starts with
+    masses[LIVE] = torch.linspace(2.0, 500.0, 10)  # 2.0 exactly counts: "at least min_mass"
+    report = collapse_report(x, masses=masses.numpy())
+    assert (report.used, report.dead, report.carrying, report.live, report.min_mass) == (
+        None,
+        None,
+        10,
+        10,
+        2.0,
+    )
+    assert report.unique_live_count == naive_live(x)
+    text = str(report)
+    assert "live prototypes: 10 of 100 (carrying >= 2 units of GMM mass)" in text
+    assert "dead prototypes: 90 of 100" in text and "caveat" not in text
+    none = collapse_report(x, masses=masses, min_mass=600.0)
+    assert (none.carrying, none.live, none.unique_live, none.unique_live_count) == (0, 0, None, None)
+    assert "live prototypes: 0 of 100" in str(none)
+
+
+def test_assignments_decide_live_when_masses_are_also_given():
+    x = live_and_dead()
+    masses = torch.ones(100)
+    masses[LIVE] = 9.0
+    masses[[0, 1]] = 3.0  # two components gathered mass but are nobody's argmax
+    report = collapse_report(x, assignments=LIVE, masses=masses)
+    assert (report.used, report.carrying, report.live) == (10, 12, 10)
+    assert report.unique_live_count == naive_live(x)
+    text = str(report)
+    assert "live prototypes: 10 of 100 (used by data)" in text
+    assert "carrying >= 2 units of GMM mass: 12 of 100" in text
+    as_json = json.loads(json.dumps(report.to_dict()))
+    assert {k: as_json[k] for k in ("used", "carrying", "min_mass", "live")} == {
+        "used": 10,
+        "carrying": 12,
+        "min_mass": 2.0,
+        "live": 10,
+    }
+    assert as_json["unique_live"] == report.unique_live
+
+
+def test_report_without_masses_or_data_warns_that_unique_may_count_unused_prototypes():
+    report = collapse_report(live_and_dead())
+    assert (report.used, report.carrying, report.live, report.unique_live) == (None, None, None, None)
+    text = str(report)
+    assert "caveat: live and dead prototypes are unknown" in text
+    assert "the unique fractions may count prototypes that no data uses" in text
+    assert "unique among live" not in text
+
+
+@pytest.mark.parametrize(
+    "masses, min_mass, match",
+    [
+        (torch.ones(99), 2.0, r"masses must have shape \(100,\), one per prototype, got \(99,\)"),
+        (torch.ones(100, 1), 2.0, r"got \(100, 1\)"),
+        (-torch.ones(100), 2.0, "masses must be finite and >= 0"),
+        (torch.full((100,), math.nan), 2.0, "masses must be finite and >= 0"),
+        (torch.ones(100), 0.0, "min_mass must be a finite number > 0, got 0.0"),
+        (torch.ones(100), math.inf, "min_mass must be a finite number > 0"),
+    ],
+)
+def test_report_mass_errors(masses, min_mass, match):
+    with pytest.raises(ValueError, match=match):
+        collapse_report(live_and_dead(), masses=masses, min_mass=min_mass)
+
+
+def test_report_masses_must_be_an_array():
+    with pytest.raises(
+        TypeError, match="masses must be a torch.Tensor or numpy.ndarray of shape \\(K,\\), got list"
+    ):
+        collapse_report(live_and_dead(), masses=[1.0] * 100)
 
 
 def is_png(path):
@@ -229,6 +338,16 @@ def test_plot_unique_over_steps(tmp_path):
     assert is_png(path)
 
 
+def test_plot_unique_over_steps_with_live_fractions(tmp_path):
+    steps = [0, 100, 200]
+    curve = [{str(e): 1.0 for e in EPS_GRID}] * 3
+    plain, path = tmp_path / "plain.png", tmp_path / "live.png"
+    plot_unique_over_steps({"joint": (steps, curve), "decoupled": (steps, curve)}, plain)
+    live = {"decoupled": [None, 0.2, 0.95]}  # unknown at step 0 (no evaluation data yet)
+    plot_unique_over_steps({"joint": (steps, curve), "decoupled": (steps, curve)}, path, live=live)
+    assert is_png(path) and path.read_bytes() != plain.read_bytes()  # the dashed lines were drawn
+
+
 @pytest.mark.parametrize(
     "curves, match",
     [
@@ -240,6 +359,21 @@ def test_plot_unique_over_steps(tmp_path):
 def test_plot_unique_over_steps_errors(tmp_path, curves, match):
     with pytest.raises(ValueError, match=match):
         plot_unique_over_steps(curves, tmp_path / "x.png")
+
+
+@pytest.mark.parametrize(
+    "live, match",
+    [
+        ({"b": [0.5, 0.5]}, r"live has a curve 'b' that curves lacks; its curves are \['a'\]"),
+        ({"a": [0.5]}, r"live curve 'a' has 1 values for 2 steps"),
+        ({"a": [0.5, 204]}, r"values \[204\] outside \[0, 1\]; pass live count / K"),
+    ],
+)
+def test_plot_unique_over_steps_live_errors(tmp_path, live, match):
+    curves = {"a": ([0, 1], [{str(e): 1.0 for e in EPS_GRID}] * 2)}
+    with pytest.raises(ValueError, match=match):
+        plot_unique_over_steps(curves, tmp_path / "x.png", live=live)
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_plot_nn_cosine_histogram(tmp_path):
