@@ -293,16 +293,17 @@ class OnlineGMM(nn.Module):
         return True
 
     def _relocate(self) -> None:
-        """Merge near-duplicate components, then give every merged or dead one half of a busy one.
+        """Merge near-duplicate components, then reseed every merged or dead one from a busy one.
 
         Merge: a component whose prototype lies within ``merge_eps`` (1 − cos) of a heavier one hands
-        its statistics (A, S1, S2) to the heaviest such, so no two prototypes stay closer than the
-        collapse measure's eps. Split: donors are the live components with the largest distortion
-        (recent mass × Σ_d σ²), one per free component. A donor of mean μ and variances σ² is cut
-        along its largest-variance axis e, taken orthogonal to μ: the halves get means μ ± δ e with
-        δ = max(σ_e, ‖μ‖ √merge_eps), so they start at least ``merge_eps`` apart, the donor's
-        variances and half of its mass (the total mass and each half's variance are unchanged).
-        Every process computes the same result from the all-reduced statistics.
+        its statistics (A, S1, S2) to the heaviest such. Split: each free component draws a donor
+        among the live ones with probability proportional to its distortion (recent mass × Σ_d σ²),
+        so busy, spread-out components give most. A donor of mean μ and variances σ² keeps its mean;
+        the new component starts at μ + δ u, u a random direction orthogonal to μ and
+        δ = max(rms σ, ‖μ‖ tan θ) with 1 − cos θ = merge_eps (so at least ``merge_eps`` from its
+        donor), with the donor's variances; the donor's mass is shared equally between it and the
+        components it seeds, so the total mass is unchanged. Rank 0's draw is broadcast, so every
+        process holds the same mixture.
         """
         free = self.recent_mass < self.split_min_mass  # (K,) dead since the last check
         if self.merge_eps:
@@ -315,25 +316,31 @@ class OnlineGMM(nn.Module):
             self.s1[merged] = self.means[merged]
             self.s2[merged] = self.variances[merged] + self.means[merged] ** 2
             free |= merged
-        distortion = torch.where(free, -1.0, self.recent_mass * self.variances.sum(1))
-        donors = distortion.argsort(descending=True)[: int(free.sum())]
-        donors = donors[self.recent_mass[donors] >= 2 * self.split_min_mass]  # only busy ones are cut
-        free = free.nonzero().squeeze(1)[: len(donors)]  # more free than donors: the rest wait
+        weight = torch.where(free, 0.0, self.recent_mass * self.variances.sum(1))  # (K,) distortion
         self.recent_mass.zero_()
-        if len(free) == 0:
+        free = free.nonzero().squeeze(1)
+        if len(free) == 0 or not weight.any():
             self._m_step()
             return
+        donors = torch.multinomial(weight, len(free), replacement=True)  # busy, spread ones most often
         mu, var = self.means[donors], self.variances[donors]  # (n, d)
-        axis = var.argmax(1, keepdim=True)  # (n, 1): the largest-variance axis of each donor
-        e = torch.zeros_like(mu).scatter_(1, axis, 1.0)
+        u = torch.randn_like(mu)
         unit = F.normalize(mu, dim=1)
-        e = F.normalize(e - (e * unit).sum(1, keepdim=True) * unit, dim=1)  # orthogonal to μ
-        delta = var.gather(1, axis).sqrt().maximum(mu.norm(dim=1, keepdim=True) * self.merge_eps**0.5)
-        mass = self.mass[donors] / 2
-        for index, mean in ((donors, mu + delta * e), (free, mu - delta * e)):
-            self.mass[index] = mass
-            self.s1[index] = mass[:, None] * mean
-            self.s2[index] = mass[:, None] * (var + mean**2)
+        u = F.normalize(u - (u * unit).sum(1, keepdim=True) * unit, dim=1)  # random, orthogonal to μ
+        apart = ((1.0 - self.merge_eps) ** -2 - 1.0) ** 0.5  # tan of the angle with 1 − cos = merge_eps
+        delta = var.mean(1, keepdim=True).sqrt().maximum(mu.norm(dim=1, keepdim=True) * apart)
+        mean = mu + delta * u
+        broadcast_(donors)
+        broadcast_(mean)
+        # each donor shares its mass equally with the components it seeds
+        shares = 1.0 + torch.bincount(donors, minlength=self.num_prototypes).float()
+        self.mass.div_(shares)
+        self.s1.div_(shares[:, None])
+        self.s2.div_(shares[:, None])
+        mass = self.mass[donors]
+        self.mass[free] = mass
+        self.s1[free] = mass[:, None] * mean
+        self.s2[free] = mass[:, None] * (var + mean**2)
         self._m_step()
 
     def _merge_targets(self) -> Tensor:

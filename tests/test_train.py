@@ -42,6 +42,10 @@ def test_each_method_trains_and_writes_a_loadable_model(tmp_path, method):
     evals = [r for r in lines if "knn_top1" in r]
     assert [r["step"] for r in evals] == [0, 2]
     assert set(evals[-1]["unique"]) == {"0.025", "0.1", "0.25", "0.5"}
+    # live = used by at least one held-out image; unique_live counts among those alone
+    assert 1 <= evals[-1]["live"] == round((1 - evals[-1]["dead"]) * 64)
+    assert set(evals[-1]["unique_live"]) == {"0.025", "0.1", "0.25", "0.5"}
+    assert (evals[-1]["carrying"] is None) == (not method.endswith("_dec"))
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in lines if "loss" in r)
     assert (tmp_path / "collapse.png").stat().st_size > 0
     assert (tmp_path / "config.yaml").exists()

@@ -39,6 +39,7 @@ from train.config import TrainConfig
 from train.lars import LARS
 
 logger = logging.getLogger(__name__)
+CARD_RESULTS = ("knn_top1", "linear_top1", "unique", "perplexity", "dead", "live", "unique_live")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -303,13 +304,20 @@ class Trainer:
             bank_f, bank_y = extract_features(model, bank_loader, device=device)
             query_f, query_y = extract_features(model, query_loader, device=device)
             assign, _ = extract_features(model, query_loader, field="assignments", device=device)
-        report = collapse_report(model.prototypes.float().cpu(), assignments=assign.float().argmax(1))
+        source = model.prototype_source
+        masses = source.mass.cpu() if isinstance(source, OnlineGMM) else None
+        report = collapse_report(
+            model.prototypes.float().cpu(), assignments=assign.float().argmax(1), masses=masses
+        )
         result: dict[str, Any] = {
             "step": self.step,
             "knn_top1": knn_accuracy(bank_f, bank_y, query_f, query_y),
             "unique": report.unique,
             "perplexity": report.perplexity,
             "dead": report.dead,
+            "live": report.live,  # prototypes that are the argmax of at least one held-out image
+            "unique_live": report.unique_live,
+            "carrying": report.carrying,  # GMM components holding >= 2 units of mass (None if joint)
             "nn_cosine_mean": report.nn_cosine_mean,
         }
         if final:
@@ -391,8 +399,12 @@ class Trainer:
         self.log(result)
         if self.accelerator.is_main_process:
             steps = [r["step"] for r in self.history]
+            k = self.cfg.num_prototypes
+            live = [r["live"] / k if r.get("live") is not None else None for r in self.history]
             plot_unique_over_steps(
-                {self.cfg.method: (steps, [r["unique"] for r in self.history])}, self.out / "collapse.png"
+                {self.cfg.method: (steps, [r["unique"] for r in self.history])},
+                self.out / "collapse.png",
+                live={self.cfg.method: live},
             )
 
     # ====== the run ======
@@ -442,7 +454,9 @@ class Trainer:
                     if acc.is_main_process:
                         self._record_eval(self.evaluate())
                         r = self.history[-1]
-                        bar.write(f"step {self.step}: knn {r['knn_top1']:.4f} unique {r['unique']}")
+                        bar.write(
+                            f"step {self.step}: knn {r['knn_top1']:.4f} live {r['live']} unique {r['unique']}"
+                        )
                     acc.wait_for_everyone()
                 if self.step % cfg.save_every == 0 or self.step == self.total_steps:
                     self.save_checkpoint()
@@ -468,7 +482,18 @@ class Trainer:
             results = {
                 "dataset": cfg.dataset,
                 "eval_split": "test" if cfg.final_eval else "val",
-                **{k: last.get(k) for k in ("knn_top1", "linear_top1", "unique", "perplexity", "dead")},
+                **{
+                    k: last.get(k)
+                    for k in (
+                        "knn_top1",
+                        "linear_top1",
+                        "unique",
+                        "perplexity",
+                        "dead",
+                        "live",
+                        "unique_live",
+                    )
+                },
                 "steps": self.step,
             }
             self.save_model(results)
