@@ -1,7 +1,7 @@
 """Entry point: ``python -m train --config <recipe> [key=value ...]``.
 
-``<recipe>`` is a YAML file, or the name of a shipped recipe (``default``, ``collapse``, ...): from a
-checkout ``python -m train``, from an installed wheel ``python -m protozoo.train`` or ``protozoo train``.
+``<recipe>`` is a YAML file, or the name of a shipped recipe (``default``, ``dp-resnet18-fmnist``, ...).
+From a checkout ``python -m train``; from a wheel ``python -m protozoo.train`` or ``protozoo train``.
 """
 
 from __future__ import annotations
