@@ -3,23 +3,35 @@
 >>> import protozoo
 >>> protozoo.list_models()
 >>> model = protozoo.load("dp-resnet18-fmnist")
+
+``import protozoo`` is light: the names below import their modules (torch, timm, huggingface_hub)
+on first use, so the ``protozoo`` command answers ``--help`` at once. Importing ``protozoo.model``
+(or using ``load``/``ProtoModel``) registers the small-image backbones with timm.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from protozoo.config import ProtoConfig
-from protozoo.model import ProtoModel, ProtoOutput
+if TYPE_CHECKING:
+    from protozoo.config import ProtoConfig
+    from protozoo.hub import list_models, load
+    from protozoo.model import ProtoModel, ProtoOutput
 
 __version__ = "0.1.0"
 __all__ = ["ProtoConfig", "ProtoModel", "ProtoOutput", "list_models", "load", "__version__"]
+_LAZY = {  # public name -> the module that defines it
+    "ProtoConfig": "protozoo.config",
+    "ProtoModel": "protozoo.model",
+    "ProtoOutput": "protozoo.model",
+    "load": "protozoo.hub",
+    "list_models": "protozoo.hub",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # load / list_models live in protozoo.hub, which imports huggingface_hub; import it on first use.
-    if name in ("load", "list_models"):
-        from protozoo import hub
+    if name in _LAZY:
+        import importlib
 
-        return getattr(hub, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'protozoo' has no attribute {name!r}")

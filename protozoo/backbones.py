@@ -1,6 +1,6 @@
 """Small-image backbone variants for 28-32 px inputs, registered with timm.
 
-After ``import protozoo``, ``timm.create_model("resnet18_small")`` and friends work like any timm
+After ``import protozoo.backbones``, ``timm.create_model("resnet18_small")`` and friends work like any timm
 model, including ``pretrained=True`` from ``hf-hub:`` and ``local-dir:`` checkpoints.
 
 - ``resnet18_small`` / ``resnet50_small``: timm's ResNet with a 3×3 stride-2 stem conv and no

@@ -9,13 +9,23 @@ table all come from ``protozoo.results``.
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-CARDS_DIR = Path(__file__).resolve().parent.parent / "hub_cards"  # the repository's hub_cards/
+
+def _cards_dir() -> Path:
+    """hub_cards/: the folder beside protozoo/ in a checkout, else the package data ``protozoo.hub_cards``."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "hub_cards").is_dir():
+        return checkout / "hub_cards"
+    return Path(str(importlib.resources.files("protozoo.hub_cards")))  # an installed wheel
+
+
+CARDS_DIR = _cards_dir()
 TEMPLATE = "model_card.md"
 EPS_KEYS = ("0.025", "0.1", "0.25", "0.5")  # the paper's thresholds, as keyed in metrics.jsonl
 # Dataset names of protozoo.data -> (Hub dataset id, display name), for the card's datasets metadata.

@@ -5,7 +5,7 @@ and publishes it. The files:
 
 - ``model.safetensors``: the backbone's state dict alone, under timm's key names, so that
   ``timm.create_model("local-dir:<folder>")`` or ``("hf-hub:org/name", pretrained=True)`` loads it
-  strictly (after ``import protozoo`` registers the small-image architectures).
+  strictly (after ``import protozoo.backbones`` registers the small-image architectures).
 - ``head.safetensors``: the rest of the ProtoModel under its own key names: ``head.*`` (projection),
   ``prototype_source.*`` (the online GMM's log π, μ, σ² and masses A, from which loading rebuilds
   its running sums S1, S2; or the learnable weight) and, for a fine-tuned model, ``classifier.*``.

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from protozoo import __version__
+
+# Each subcommand imports what it needs when it runs (torch, timm, gradio...), so --help answers at once.
 
 
 def _list(args: argparse.Namespace) -> None:
-    from protozoo.hub import format_zoo_table
+    from protozoo.registry import format_zoo_table
 
     print(format_zoo_table())
 
@@ -74,13 +81,16 @@ def _demo(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``protozoo`` command."""
     parser = argparse.ArgumentParser(prog="protozoo", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="the zoo models with their headline numbers")
     p.set_defaults(func=_list)
 
-    # listed for --help only: main() hands everything after "train" to train.__main__ untouched
-    sub.add_parser("train", help="train from a recipe: protozoo train --config recipe.yaml [key=value ...]")
+    # listed for --help only: main() hands everything after "train" to the training module untouched
+    sub.add_parser(
+        "train", help="train from a recipe: protozoo train --config default|recipe.yaml [key=value ...]"
+    )
 
     p = sub.add_parser("eval", help="k-NN (and linear-probe) accuracy of a model's frozen features")
     p.add_argument("model", help="zoo name, Hub id org/name or local folder")
@@ -131,14 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def training_main() -> Callable[[list[str] | None], None]:
+    """The training module's ``main``: a checkout's own train/, else the installed ``protozoo.train``.
+
+    In a checkout (protozoo/ next to train/ and pyproject.toml, imported from there) ``train`` is the
+    sibling folder; in a wheel it is ``protozoo.train``, so a user's own ``train.py`` is never picked.
+    """
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.find_spec("train") if (root / "pyproject.toml").is_file() else None
+    in_checkout = spec is not None and spec.origin == str(root / "train" / "__init__.py")
+    return importlib.import_module("train.__main__" if in_checkout else "protozoo.train.__main__").main
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``protozoo`` console script."""
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if argv[:1] == ["train"]:  # pass everything after "train" through untouched
-        from train.__main__ import main as train_main
-
-        train_main(argv[1:])
+        training_main()(argv[1:])
         return 0
     args = build_parser().parse_args(argv)
     try:

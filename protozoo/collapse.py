@@ -15,14 +15,16 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from protozoo.prototypes import greedy_cover
+
+if TYPE_CHECKING:  # matplotlib is imported by the plotting functions only: it is slow to import
+    from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
@@ -401,6 +403,8 @@ def collapse_report(
 
 def _save_atomic(fig: Figure, path: str | Path) -> None:
     """Render ``fig`` with Agg next to ``path`` and move it into place, so readers never see half a file."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)  # no pyplot: no global state and no interactive backend
@@ -465,6 +469,8 @@ def plot_unique_over_steps(
         bad = [f for f in fractions if f is not None and not 0.0 <= f <= 1.0]
         if bad:
             raise ValueError(f"live curve {name!r} has values {bad} outside [0, 1]; pass live count / K")
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(3.2 * len(EPS_GRID), 3.0), layout="constrained")
     axes = fig.subplots(1, len(EPS_GRID), sharey=True)
     for ax, eps in zip(axes, EPS_GRID, strict=True):
@@ -503,6 +509,8 @@ def plot_nn_cosine_histogram(
         TypeError: If ``prototypes`` is not a tensor or array.
         ValueError: If the matrix is invalid (see :func:`nearest_neighbour_cosine`).
     """
+    from matplotlib.figure import Figure
+
     nn = nearest_neighbour_cosine(prototypes).cpu().numpy()
     fig = Figure(figsize=(5.0, 3.2), layout="constrained")
     ax = fig.subplots()

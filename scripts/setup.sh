@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh Debian machine: the Fashion-MNIST package, Chromium for the browser
-# test, and protozoo with every extra. Safe to run again.
+# test, and protozoo with every extra; bench brings lightly, whose anchors are tested too. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -13,4 +13,4 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # torch 2.14.1 / torchvision 0.29.1 first: on this kind of machine they come from local disk.
 python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-python -m pip install -q -e ".[all,dev]"
+python -m pip install -q -e ".[all,dev,bench]"  # bench: lightly, for the lightly_dino/lightly_swav anchors

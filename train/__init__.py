@@ -1,1 +1,4 @@
-"""The protozoo training module: ``python -m train --config train/configs/default.yaml [key=value ...]``."""
+"""The protozoo training module: ``python -m train --config default [key=value ...]``.
+
+Installed from the wheel it is ``protozoo.train`` (``python -m protozoo.train``, ``protozoo train``).
+"""

@@ -1,19 +1,49 @@
-"""Entry point: ``python -m train --config train/configs/<recipe>.yaml [key=value ...]``."""
+"""Entry point: ``python -m train --config <recipe> [key=value ...]``.
+
+``<recipe>`` is a YAML file, or the name of a shipped recipe (``default``, ``dp-resnet18-fmnist``, ...).
+From a checkout ``python -m train``; from a wheel ``python -m protozoo.train`` or ``protozoo train``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 
-from train.config import ANCHORS, load_config
+from .config import ANCHORS, load_config
+
+RECIPES_DIR = Path(__file__).resolve().parent / "configs"  # the shipped recipes (package data in a wheel)
+
+
+def resolve_recipe(recipe: str) -> Path:
+    """The recipe file: ``recipe`` itself when it is a file, else the shipped recipe of that name.
+
+    ``default``, ``default.yaml`` and ``train/configs/default.yaml`` all name the shipped
+    ``configs/default.yaml`` when no such file exists where the command runs.
+
+    Raises:
+        FileNotFoundError: when it is neither a file nor a shipped recipe; the message lists the recipes.
+    """
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    shipped = RECIPES_DIR / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    raise FileNotFoundError(
+        f"Recipe {recipe!r} not found: give a YAML file or one of the shipped recipes {names}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the recipe and overrides, train, print the collapse report and k-NN accuracy."""
-    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__)
+    parser = argparse.ArgumentParser(prog=f"python -m {__package__}", description=__doc__)
     parser.add_argument(
-        "--config", default=None, help="YAML recipe in train/configs/ (default: built-in defaults)"
+        "--config",
+        default=None,
+        help="YAML recipe file, or a shipped recipe's name such as 'default' (default: built-in defaults)",
     )
     parser.add_argument(
         "overrides", nargs="*", help="key=value recipe overrides, e.g. max_steps=100 resume=true"
@@ -21,17 +51,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        cfg = load_config(args.config, args.overrides)
-        from train.engine import Trainer
+        recipe = resolve_recipe(args.config) if args.config is not None else None
+        cfg = load_config(recipe, args.overrides)
+        from .engine import Trainer
 
         if cfg.method in ANCHORS:
-            from train.anchors import AnchorTrainer
+            from .anchors import AnchorTrainer
 
             trainer: Trainer = AnchorTrainer(cfg)
         else:
             trainer = Trainer(cfg)
     except (ValueError, FileNotFoundError, ImportError) as e:
-        parser.exit(2, f"python -m train: error: {e}\n")
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     results = trainer.fit()
     if trainer.accelerator.is_main_process:
         unique = results.get("unique") or {}

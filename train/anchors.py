@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from protozoo.model import ProtoModel, ProtoOutput, _same_size_groups
-from train.config import TrainConfig
-from train.engine import Trainer, cosine
+
+from .config import TrainConfig
+from .engine import Trainer, cosine
 
 try:
     from lightly.loss import DINOLoss, SwaVLoss

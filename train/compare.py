@@ -80,8 +80,10 @@ def run(method: str, steps: int, out: Path, recipe: str, extra: list[str], env: 
     last = metrics.read_text().splitlines()[-1:] if metrics.exists() else []
     if not (last and json.loads(last[0]).get("final")):  # finished once the final test line is logged
         resume = ["resume=true"] if (folder / "checkpoints").exists() else []
-        cmd = [sys.executable, "-m", "train", "--config", recipe, f"method={method}", f"max_steps={steps}",
-               f"output_dir={folder}", "linear_probe=true", *REGIMES[method], *extra, *resume]  # fmt: skip
+        # -m train from a checkout, -m protozoo.train from a wheel
+        cmd = [sys.executable, "-m", __package__, "--config", recipe, f"method={method}",
+               f"max_steps={steps}", f"output_dir={folder}", "linear_probe=true", *REGIMES[method], *extra,
+               *resume]  # fmt: skip
         subprocess.run(cmd, check=True, env=env)
     lines = [json.loads(x) for x in metrics.read_text().splitlines()]
     return {"evals": [r for r in lines if "unique" in r and not r.get("final")], "final": lines[-1]}

@@ -35,8 +35,9 @@ from protozoo.losses import CARPLoss, DINOLoss, KoLeoProtoLoss
 from protozoo.model import ProtoModel
 from protozoo.prototypes import OnlineGMM
 from protozoo.transforms import eval_transform, multicrop_preset
-from train.config import TrainConfig
-from train.lars import LARS
+
+from .config import TrainConfig
+from .lars import LARS
 
 logger = logging.getLogger(__name__)
 CARD_RESULTS = ("knn_top1", "linear_top1", "unique", "perplexity", "dead", "live", "unique_live")

@@ -1,0 +1,1 @@
+"""Model-card template and per-model card prose: package data, installed as ``protozoo.hub_cards``."""
