@@ -17,9 +17,11 @@ __all__ = ["ProtoConfig", "ProtoModel", "ProtoOutput", "list_models", "load", "_
 
 
 def __getattr__(name: str) -> Any:
-    # load / list_models live in protozoo.hub, which imports huggingface_hub; import it on first use.
-    if name in ("load", "list_models"):
-        from protozoo import hub
+    # load is ProtoModel.from_pretrained; list_models lives in the registry.
+    if name == "load":
+        return ProtoModel.from_pretrained
+    if name == "list_models":
+        from protozoo.registry import list_models
 
-        return getattr(hub, name)
+        return list_models
     raise AttributeError(f"module 'protozoo' has no attribute {name!r}")

@@ -279,9 +279,9 @@ def test_gpu_extra_installs_onnxruntime_gpu_alone() -> None:
 
 def test_cli_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from protozoo.cli import main
-    from protozoo.hub import load, save_pretrained
+    from protozoo.model import load
 
-    save_pretrained(tiny_model("vit"), tmp_path / "ckpt")
+    tiny_model("vit").save_pretrained(tmp_path / "ckpt")
     out = tmp_path / "onnx" / "model.onnx"
     assert main(["export", str(tmp_path / "ckpt"), "--out", str(out), "--opset", "20"]) == 0
     assert "preprocessor.json" in capsys.readouterr().out

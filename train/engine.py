@@ -476,8 +476,6 @@ class Trainer:
 
     def save_model(self, results: dict[str, Any]) -> None:
         """Write the teacher as a Hub-layout folder under output_dir/model, with results for its card."""
-        from protozoo.hub import save_pretrained
-
-        save_pretrained(
-            self.teacher, self.out / "model", results=results, recipe=self.cfg.to_dict(), name=self.cfg.name
+        self.teacher.save_pretrained(
+            self.out / "model", results=results, recipe=self.cfg.to_dict(), name=self.cfg.name
         )
