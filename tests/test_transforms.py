@@ -170,7 +170,7 @@ def test_multicrop_errors(kwargs: dict, match: str) -> None:
 
 def test_eval_transform_resize_and_crop() -> None:
     t = eval_transform(224, **RGB, crop_pct=0.875)
-    assert isinstance(t, EvalTransform) and t.resize.size == [256]
+    assert isinstance(t, EvalTransform) and t.resize_to == 256
     image = Image.new("RGBA", (400, 300), (255, 128, 0, 10))
     out = t(image)
     assert out.shape == (3, 224, 224) and out.dtype == torch.float32
