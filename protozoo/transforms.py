@@ -28,6 +28,13 @@ from protozoo.onnx_runtime import RESAMPLE, resize_and_crop, to_mode
 
 DINO_BLUR_PROB = (1.0, 0.1, 0.5)  # Gaussian blur: global view 1, global view 2, local views
 DINO_SOLARIZE_PROB = 0.2  # solarisation of global view 2
+# DINO's ColorJitter(0.4, 0.4, 0.2, 0.1): each factor drawn from 1 ± strength, the hue shift from ± 0.1
+JITTER_RANGES = {
+    "brightness": (0.6, 1.4),
+    "contrast": (0.6, 1.4),
+    "saturation": (0.8, 1.2),
+    "hue": (-0.1, 0.1),
+}
 
 
 def to_uint8_image(image: Image.Image | Tensor, in_chans: int) -> Tensor:
@@ -145,7 +152,7 @@ class _RandomView:
     ) -> None:
         self.size, self.scale, self.color = size, scale, color
         self.blur_p, self.solarize_p = blur_p, solarize_p
-        # colour: DINO's jitter (0.4, 0.4, 0.2, 0.1) and blur sigma 0.1-2 with a kernel of ~size / 10;
+        # colour: DINO's jitter (JITTER_RANGES) and blur sigma 0.1-2 with a kernel of ~size / 10;
         # grayscale: brightness / contrast 0.4 and a 3-pixel blur with sigma 0.1-1
         self.jitter = ("brightness", "contrast", "saturation", "hue") if color else ("brightness", "contrast")
         self.kernel = max(3, int(0.1 * size) | 1) if color else 3
@@ -163,7 +170,7 @@ class _RandomView:
         if torch.rand(()) < 0.8:
             for i in torch.randperm(len(self.jitter)).tolist():
                 kind = self.jitter[i]
-                x = _jitter(x, kind, _uniform(-0.1, 0.1) if kind == "hue" else _uniform(0.6, 1.4))
+                x = _jitter(x, kind, _uniform(*JITTER_RANGES[kind]))
         if self.color and torch.rand(()) < 0.2:
             x = _gray(x).expand(3, -1, -1)
         if torch.rand(()) < self.blur_p:
