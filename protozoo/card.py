@@ -174,8 +174,12 @@ def render_card(
         base_model=base.get("hub_id"),
     )
     in_chans, height, width = config["pretrained_cfg"]["input_size"]
+    arch = f"`{config['architecture']}` (timm)"
+    if config["architecture"] != proto["architecture"]:  # a protozoo variant saved as stock timm + model_args
+        args = {k: v for k, v in config.get("model_args", {}).items() if k in ("patch_size", "img_size")}
+        arch = f"`{proto['architecture']}`: {arch} with {', '.join(f'{k}={v}' for k, v in args.items())}"
     details = [
-        ("architecture", f"`{config['architecture']}` (timm), {config['num_features']}-d pooled features"),
+        ("architecture", f"{arch}, {config['num_features']}-d pooled features"),
         (
             "method",
             f"`{proto['method']}`"

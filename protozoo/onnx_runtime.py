@@ -105,8 +105,9 @@ class OnnxModel:
     Args:
         path: the .onnx file written by ``protozoo.onnx.export_onnx``, with ``preprocessor.json`` beside it.
         providers: ONNX Runtime execution providers in order of preference; by default CUDA when
-            ``onnxruntime-gpu`` sees a GPU, else CPU. Sessions use every graph optimisation and
-            ``OMP_NUM_THREADS`` intra-op threads when set, else ONNX Runtime's default (the physical cores).
+            ``onnxruntime-gpu`` sees a GPU, else CPU. Sessions use every graph optimisation.
+        intra_op_threads: ONNX Runtime's intra-op threads; by default ``OMP_NUM_THREADS`` when set, else
+            ONNX Runtime's own default (the physical cores).
 
     Raises:
         FileNotFoundError: the .onnx file or its preprocessor.json is missing.
@@ -119,7 +120,13 @@ class OnnxModel:
         >>> out.assignments.argmax(1)  # the top prototype of each image
     """
 
-    def __init__(self, path: str | os.PathLike[str], providers: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        providers: Sequence[str] | None = None,
+        *,
+        intra_op_threads: int | None = None,
+    ) -> None:
         try:
             ort = import_module("onnxruntime")
         except ImportError as e:
@@ -149,7 +156,9 @@ class OnnxModel:
             providers = [*providers, "CPUExecutionProvider"]
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or 0)  # 0: ORT's default
+        if intra_op_threads is None:
+            intra_op_threads = int(os.environ.get("OMP_NUM_THREADS") or 0)  # 0: ORT's default
+        options.intra_op_num_threads = intra_op_threads
         self.session = ort.InferenceSession(str(self.path), options, providers=list(providers))
         self._check_graph(pre_path)
         self.in_chans: int = pre["in_chans"]

@@ -499,27 +499,32 @@ assert not any(name.split(".")[0] == "protozoo" for name in sys.modules), "proto
 """
 
 
-def test_the_vit_loads_in_plain_timm_without_protozoo(
-    model: ProtoModel, folder: Path, x: torch.Tensor
-) -> None:
+def plain_timm_features(folder: Path, x: torch.Tensor, tmp: Path) -> torch.Tensor:
+    """The backbone's output on x, from timm alone in a fresh interpreter that never imports protozoo."""
     import subprocess
     import sys
 
-    torch.save(x, folder.parent / "x.pt")
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            PLAIN_TIMM,
-            str(folder),
-            str(folder.parent / "x.pt"),
-            str(folder.parent / "y.pt"),
-        ],
-        check=True,
-        cwd=folder.parent,
-    )
+    torch.save(x, tmp / "x.pt")
+    script = [sys.executable, "-c", PLAIN_TIMM, str(folder), str(tmp / "x.pt"), str(tmp / "y.pt")]
+    subprocess.run(script, check=True, cwd=tmp)
+    return torch.load(tmp / "y.pt", weights_only=True)
+
+
+def test_the_vit_loads_in_plain_timm_without_protozoo(
+    model: ProtoModel, folder: Path, x: torch.Tensor, tmp_path: Path
+) -> None:
     with torch.no_grad():
-        assert torch.equal(torch.load(folder.parent / "y.pt", weights_only=True), model.backbone(x))
+        assert torch.equal(plain_timm_features(folder, x, tmp_path), model.backbone(x))
+
+
+def test_the_shipped_vit_loads_in_plain_timm(x: torch.Tensor, tmp_path: Path) -> None:
+    from protozoo import registry
+
+    folder = registry.shipped_folder("dp-vit-tiny-fmnist")
+    if folder is None:
+        pytest.skip("dp-vit-tiny-fmnist is not shipped in this checkout")
+    with torch.no_grad():
+        assert torch.equal(plain_timm_features(folder, x, tmp_path), load(folder).backbone(x))
 
 
 def test_resaving_a_loaded_model_keeps_its_provenance(folder: Path, tmp_path: Path) -> None:

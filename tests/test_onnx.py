@@ -220,6 +220,8 @@ def test_providers(resnet: Any) -> None:
     cuda = "CUDAExecutionProvider" in ort.get_available_providers()
     assert default[0] == ("CUDAExecutionProvider" if cuda else "CPUExecutionProvider")
     assert OnnxModel(resnet[2], providers=["CPUExecutionProvider"]).providers == ["CPUExecutionProvider"]
+    options = OnnxModel(resnet[2], intra_op_threads=1).session.get_session_options()
+    assert options.intra_op_num_threads == 1
 
 
 def test_export_overwrites_atomically_leaves_classifier_out_and_keeps_mode(tmp_path: Path) -> None:
