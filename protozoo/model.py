@@ -441,7 +441,7 @@ class ProtoModel(nn.Module):
         for key, value in self.state_dict().items():
             h = hashes.setdefault(key.split(".")[0], hashlib.sha256())
             h.update(key.encode())
-            h.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+            h.update(value.detach().float().cpu().contiguous().numpy())  # the buffer itself, no copy
         return {part: h.hexdigest() for part, h in hashes.items()}
 
     def _lineage(

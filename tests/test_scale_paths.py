@@ -204,7 +204,7 @@ def test_two_processes_shard_evaluation_and_resume_from_the_same_checkpoint(
     run = tmp_path / "run"
     args = ["backbone=vit_tiny_patch4_28", *TINY_VIT, "method=dino_dec", "batch_size=32", "max_steps=2",
             "eval_every=1", "save_every=1", "keep_checkpoints=5", "eval_bank_size=100", "eval_val_size=50",
-            "final_eval=false", "log_every=1", f"output_dir={run}"]  # fmt: skip
+            "final_eval=false", "log_every=1", "mixed_precision=no", f"output_dir={run}"]  # fmt: skip
     torchrun(tmp_path, *args)
 
     # evaluation: each process encoded its half of the batches, and the gathered result is one process's

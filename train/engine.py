@@ -417,10 +417,10 @@ class Trainer:
                 "put output_dir on a file system that every process shares"
             )
         self.accelerator.load_state(str(folder))
-        self.teacher.load_state_dict(
-            load_file(folder / "teacher.safetensors", device=str(self.accelerator.device))
-        )
-        loss_state = load_file(folder / "loss.safetensors", device=str(self.accelerator.device))
+        # read on the CPU (a CPU process's device reads "cpu:<rank>", which safetensors refuses); the copy
+        # into the modules puts the tensors on their device
+        self.teacher.load_state_dict(load_file(folder / "teacher.safetensors", device="cpu"))
+        loss_state = load_file(folder / "loss.safetensors", device="cpu")
         if "_" not in loss_state:
             self.criterion.load_state_dict(loss_state)
         self.step = json.loads((folder / "trainer.json").read_text())["step"]
