@@ -7,7 +7,7 @@ the same normalised float32 batch through the public call of each API:
 - ``eager``: ``model(x)`` in fp32 under ``torch.inference_mode()``, model in eval mode;
 - ``eager_cl``: the same with the model and input in channels_last (often faster for CNNs on CPU);
 - ``ort``: ``OnnxModel(x)`` on the graph written by ``export_onnx`` (ORT_ENABLE_ALL, as many intra-op
-  threads as torch uses).
+  threads as torch uses, ``intra_op_threads=``).
 
 Calls are interleaved round-robin (eager, eager_cl, ort, eager, ...) so that load from other processes
 hits every backend alike; the load average is recorded with the results. The speed-up compares ORT with
@@ -102,8 +102,8 @@ def run_model(architecture: str, budget_s: float, opset: int, threads: list[int]
         path = export_onnx(model, Path(folder) / "model.onnx", opset=opset)
         export_s = time.perf_counter() - t
         for n in threads:
-            torch.set_num_threads(n)  # OnnxModel sizes its ORT thread pool from torch's
-            onnx_model = OnnxModel(path, providers=["CPUExecutionProvider"])
+            torch.set_num_threads(n)
+            onnx_model = OnnxModel(path, providers=["CPUExecutionProvider"], intra_op_threads=n)
             for batch in BATCHES:
                 calls = backends(model, onnx_model, batch)
                 ref, out = calls["eager"](), calls["ort"]()

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from protozoo.config import ProtoConfig
-    from protozoo.hub import list_models, load
     from protozoo.model import ProtoModel, ProtoOutput
+    from protozoo.registry import list_models
+
+    load = ProtoModel.from_pretrained
 
 __version__ = "0.1.0"
 __all__ = ["ProtoConfig", "ProtoModel", "ProtoOutput", "list_models", "load", "__version__"]
@@ -24,12 +26,15 @@ _LAZY = {  # public name -> the module that defines it
     "ProtoConfig": "protozoo.config",
     "ProtoModel": "protozoo.model",
     "ProtoOutput": "protozoo.model",
-    "load": "protozoo.hub",
-    "list_models": "protozoo.hub",
+    "list_models": "protozoo.registry",
 }
 
 
 def __getattr__(name: str) -> Any:
+    if name == "load":  # load is ProtoModel.from_pretrained
+        from protozoo.model import ProtoModel
+
+        return ProtoModel.from_pretrained
     if name in _LAZY:
         import importlib
 

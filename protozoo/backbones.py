@@ -9,6 +9,9 @@ model, including ``pretrained=True`` from ``hf-hub:`` and ``local-dir:`` checkpo
 - ``vit_tiny_patch4_28`` / ``vit_small_patch4_32`` …: timm's ViT with 4×4 patches at the native
   size of the small datasets (28 px → 49 tokens, 32 px → 64 tokens); ``vit_tiny_patch7_28`` has
   7×7 patches (16 tokens) for a third of the compute.
+
+The ViT variants are stock timm ViTs with other ``model_args``, so :class:`protozoo.ProtoModel` builds
+them as such (:func:`timm_equivalent`) and their config.json loads in plain timm, without protozoo.
 """
 
 from __future__ import annotations
@@ -37,6 +40,24 @@ class SmallStemResNet(ResNet):
         feature_info: list[dict[str, Any]] = self.feature_info  # type: ignore[assignment]
         for info in feature_info:  # one conv of stride 1 or 2 instead of the stride-4 stem
             info["reduction"] = max(stem_stride, info["reduction"] * stem_stride // 4)
+
+
+# protozoo name -> (stock timm architecture, the model_args that make it this variant)
+TIMM_EQUIVALENTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "vit_tiny_patch4_28": ("vit_tiny_patch16_224", {"patch_size": 4}),
+    "vit_tiny_patch7_28": ("vit_tiny_patch16_224", {"patch_size": 7}),
+    "vit_tiny_patch4_32": ("vit_tiny_patch16_224", {"patch_size": 4}),
+    "vit_small_patch4_32": ("vit_small_patch16_224", {"patch_size": 4}),
+}
+
+
+def timm_equivalent(architecture: str) -> tuple[str, dict[str, Any]]:
+    """The stock timm architecture and model_args that build ``architecture`` (itself and {} if none).
+
+    The image size is not among the model_args: the model's config supplies it.
+    """
+    name, args = TIMM_EQUIVALENTS.get(architecture, (architecture, {}))
+    return name, dict(args)
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ table all come from ``protozoo.results``.
 from __future__ import annotations
 
 import importlib.resources
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -159,8 +160,6 @@ def render_card(
         FileNotFoundError: when the template or the prose is missing.
         ValueError: when the prose file is malformed (see :func:`load_prose`).
     """
-    from protozoo import __version__
-
     template = cards_dir / TEMPLATE
     if not template.is_file():
         raise FileNotFoundError(
@@ -169,7 +168,9 @@ def render_card(
         )
     block = config["protozoo"]
     proto, recipe, results = block["config"], block.get("recipe") or {}, block.get("results") or {}
-    dataset = results.get("dataset") or recipe.get("dataset")
+    base = block.get("base_model") or {}  # set when the weights changed after loading (fine-tuning)
+    base_recipe = base.get("recipe") or {}
+    dataset = results.get("dataset") or recipe.get("dataset") or base_recipe.get("dataset")
     dataset_id, display, on_hub = dataset_names(dataset) if dataset else (None, None, False)
     entries = eval_results(results, dataset)
     card_data = ModelCardData(
@@ -180,10 +181,15 @@ def render_card(
         datasets=[dataset_id] if on_hub and dataset_id else None,
         model_name=name if entries else None,
         eval_results=entries or None,
+        base_model=base.get("hub_id"),
     )
     in_chans, height, width = config["pretrained_cfg"]["input_size"]
+    arch = f"`{config['architecture']}` (timm)"
+    if config["architecture"] != proto["architecture"]:  # a protozoo variant saved as stock timm + model_args
+        args = {k: v for k, v in config.get("model_args", {}).items() if k in ("patch_size", "img_size")}
+        arch = f"`{proto['architecture']}`: {arch} with {', '.join(f'{k}={v}' for k, v in args.items())}"
     details = [
-        ("architecture", f"`{config['architecture']}` (timm), {config['num_features']}-d pooled features"),
+        ("architecture", f"{arch}, {config['num_features']}-d pooled features"),
         (
             "method",
             f"`{proto['method']}`"
@@ -194,6 +200,15 @@ def render_card(
         ("weights", f"safetensors, stored as {block.get('dtype', 'float32')}"),
         ("training data", display or "not recorded"),
     ]
+    if base:
+        base_knn = (base.get("results") or {}).get("knn_top1")
+        details.append(
+            (
+                "fine-tuned from",
+                f"`{base.get('hub_id') or base.get('name')}`; changed since: {', '.join(base['changed'])}"
+                + (f" (the base model's k-NN top-1: {100 * base_knn:.2f}%)" if base_knn is not None else ""),
+            )
+        )
     unique = results.get("unique") or {}
     result_rows = [
         (label, f"{100 * results[key]:.2f}%")
@@ -221,7 +236,7 @@ def render_card(
         num_features=config["num_features"],
         embed_dim=proto["embed_dim"],
         num_prototypes=proto["num_prototypes"],
-        protozoo_version=__version__,
+        protozoo_version=version("protozoo"),
         **load_prose(name, cards_dir),
     )
 

@@ -1,22 +1,26 @@
 """The on-disk checkpoint format: writing, reading and strictly checking one Hub-layout folder.
 
-One folder is one Hub repo (architecture.md, "Checkpoint format"); :mod:`protozoo.hub` saves, loads
-and publishes it. The files:
+One folder is one Hub repo (architecture.md, "Checkpoint format"). This module only writes and reads
+files: :class:`protozoo.model.ProtoModel` builds models from them and :mod:`protozoo.hub` moves them
+to and from the Hub. The files:
 
 - ``model.safetensors``: the backbone's state dict alone, under timm's key names, so that
   ``timm.create_model("local-dir:<folder>")`` or ``("hf-hub:org/name", pretrained=True)`` loads it
-  strictly (after ``import protozoo.backbones`` registers the small-image architectures).
+  strictly; backbones that stock timm expresses with ``model_args`` (the ViTs) are saved that way, so
+  plain timm loads them, the others after ``import protozoo`` registers the small-image architectures.
 - ``head.safetensors``: the rest of the ProtoModel under its own key names: ``head.*`` (projection),
   ``prototype_source.*`` (the online GMM's log π, μ, σ² and masses A, from which loading rebuilds
   its running sums S1, S2; or the learnable weight) and, for a fine-tuned model, ``classifier.*``.
 - ``config.json``: timm's layout, written by timm's own ``save_config_for_hf`` (architecture,
   num_features, model_args, pretrained_cfg with input_size, mean, std, interpolation, crop_pct,
   license), plus a ``protozoo`` block: format_version, config (ProtoConfig), num_classes, dtype,
-  recipe and results.
+  name, recipe, results and, for a model changed after loading, ``base_model`` (where it came from
+  and what changed).
 - ``README.md``: the model card (:mod:`protozoo.card`).
 - Optional, written by ``protozoo export`` (:mod:`protozoo.onnx`) and published with the rest when
   present: ``model.onnx`` (the graph), ``model.onnx.data`` (its weights, only for graphs past 2 GB)
-  and ``preprocessor.json`` (the eval preprocessing and what the graph computes).
+  ``preprocessor.json`` (the eval preprocessing and what the graph computes) and
+  ``preprocessor_config.json`` (the same preprocessing in Hugging Face's image-processor form).
 
 No pickle anywhere, and loading is strict: every key and shape must match.
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +38,20 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from timm.models._hub import save_config_for_hf
-from torch import Tensor
+from torch import Tensor, nn
 
-from protozoo import __version__
-from protozoo.config import ProtoConfig
-from protozoo.model import ProtoModel
+from protozoo.backbones import timm_equivalent
 
 FORMAT_VERSION = 1  # bump when the layout changes; load refuses versions it does not know
 CHECKPOINT_FILES = ("model.safetensors", "head.safetensors", "config.json", "README.md")
 # written by protozoo export (the .data file only for graphs past 2 GB), published when present
-OPTIONAL_FILES = ("model.onnx", "model.onnx.data", "preprocessor.json")
+OPTIONAL_FILES = ("model.onnx", "model.onnx.data", "preprocessor.json", "preprocessor_config.json")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # The GMM's running sums S1 = A μ and S2 = A (σ² + μ²), its relocation counters and its k-means++
 # seeding buffer are not published:
 # OnlineGMM rebuilds them on load. Its masses and log-weights stay fp32 (tiny); everything else is
 # stored in the chosen dtype.
-_DERIVED = tuple(
+DERIVED = tuple(
     f"prototype_source.{k}" for k in ("s1", "s2", "recent_mass", "num_updates", "init_buffer", "init_filled")
 )
 _KEEP_FP32 = ("prototype_source.mass", "prototype_source.log_weights")
@@ -67,25 +70,39 @@ def check_replaceable(folder: Path) -> None:
             )
 
 
-def write_checkpoint(model: ProtoModel, folder: Path, block: dict[str, Any], dtype: torch.dtype) -> None:
-    """Write the backbone and head safetensors and config.json of `model` into `folder`, in `dtype`."""
-    state = model.state_dict()
+def split_state(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """A ProtoModel state dict -> (backbone under timm's key names, the rest without derived GMM sums)."""
     backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
-    rest = {k: v for k, v in state.items() if not k.startswith("backbone.") and k not in _DERIVED}
-    save_file(_storage(backbone, dtype), folder / "model.safetensors", metadata={"format": "pt"})
+    rest = {k: v for k, v in state.items() if not k.startswith("backbone.") and k not in DERIVED}
+    return backbone, rest
+
+
+def write_checkpoint(
+    state: dict[str, Tensor],
+    backbone: nn.Module,
+    folder: Path,
+    block: dict[str, Any],
+    data_config: dict[str, Any],
+    dtype: torch.dtype,
+) -> None:
+    """Write the weights of a ProtoModel ``state`` and its config.json into ``folder``, in ``dtype``.
+
+    Args:
+        state: the model's state dict (``backbone.*`` keys and the rest).
+        backbone: the timm backbone, whose factory arguments timm records in config.json.
+        folder: an existing, empty folder.
+        block: the ``protozoo`` block of config.json.
+        data_config: timm's eval preprocessing (input_size, mean, std, interpolation, crop_pct).
+        dtype: storage dtype of floating tensors (the GMM's masses and log-weights stay fp32).
+    """
+    backbone_state, rest = split_state(state)
+    save_file(_storage(backbone_state, dtype), folder / "model.safetensors", metadata={"format": "pt"})
     save_file(_storage(rest, dtype), folder / "head.safetensors", metadata={"format": "pt"})
-    c = model.config
     save_config_for_hf(
-        model.backbone,
+        backbone,
         str(folder / "config.json"),
-        model_config={"pretrained_cfg": {"license": "apache-2.0"}, "protozoo": block},
-        data_config={
-            "input_size": (c.in_chans, c.img_size, c.img_size),
-            "mean": c.mean,
-            "std": c.std,
-            "interpolation": c.interpolation,
-            "crop_pct": c.crop_pct,
-        },
+        model_config={"pretrained_cfg": {"license": "apache-2.0", "tag": "protozoo"}, "protozoo": block},
+        data_config=data_config,
     )
 
 
@@ -113,34 +130,6 @@ def swap_in(tmp: Path, folder: Path) -> None:
     shutil.rmtree(old)
 
 
-def load_folder(folder: Path) -> ProtoModel:
-    """Build the ProtoModel saved in `folder`, checking its config and weights first."""
-    config_path = folder / "config.json"
-    block = read_config(config_path)["protozoo"]
-    num_classes = block.get("num_classes", 0)
-    try:
-        if type(num_classes) is not int or num_classes < 0:
-            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
-        model = ProtoModel(ProtoConfig.from_dict(block["config"]), num_classes=num_classes)
-    except (ValueError, TypeError, KeyError) as e:
-        raise ValueError(f"{config_path}: invalid protozoo block ({e}); re-save the checkpoint") from e
-    backbone = read_weights(folder / "model.safetensors")
-    head = read_weights(folder / "head.safetensors")
-    expected = model.state_dict()
-    _check_weights(
-        {k.removeprefix("backbone."): v for k, v in expected.items() if k.startswith("backbone.")},
-        backbone,
-        folder / "model.safetensors",
-    )
-    _check_weights(
-        {k: v for k, v in expected.items() if not k.startswith("backbone.") and k not in _DERIVED},
-        head,
-        folder / "head.safetensors",
-    )
-    model.load_state_dict({**{f"backbone.{k}": v for k, v in backbone.items()}, **head}, strict=True)
-    return model
-
-
 def read_config(path: Path) -> dict[str, Any]:
     """Read and validate a checkpoint's config.json: JSON, a protozoo block, a known format version."""
     if not path.is_file():
@@ -160,15 +149,15 @@ def read_config(path: Path) -> dict[str, Any]:
             f"{path} has no 'protozoo' block, so it is not a protozoo checkpoint; a plain timm checkpoint "
             f"loads with timm.create_model('local-dir:{path.parent}', pretrained=True)"
         )
-    version = block.get("format_version")
-    if type(version) is not int or version != FORMAT_VERSION:
+    found = block.get("format_version")
+    if type(found) is not int or found != FORMAT_VERSION:
         raise ValueError(
-            f"{path}: unknown protozoo checkpoint format_version {version!r}; protozoo {__version__} "
+            f"{path}: unknown protozoo checkpoint format_version {found!r}; protozoo {version('protozoo')} "
             f"reads format_version {FORMAT_VERSION}. Upgrade protozoo (pip install -U protozoo) "
             "or re-save the checkpoint"
         )
     arch = (block.get("config") or {}).get("architecture")
-    if config.get("architecture") != arch:
+    if config.get("architecture") not in (arch, timm_equivalent(arch)[0] if isinstance(arch, str) else arch):
         raise ValueError(
             f"{path}: architecture {config.get('architecture')!r} disagrees with "
             f"protozoo.config.architecture {arch!r}; the file was edited or mixed from two checkpoints"
@@ -189,7 +178,7 @@ def read_weights(path: Path) -> dict[str, Tensor]:
         ) from e
 
 
-def _check_weights(expected: dict[str, Tensor], found: dict[str, Tensor], path: Path) -> None:
+def check_weights(expected: dict[str, Tensor], found: dict[str, Tensor], path: Path) -> None:
     """Strict key, shape and kind check, naming every mismatch (load_state_dict's own error is terse)."""
     missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
     both = sorted(set(expected) & set(found))

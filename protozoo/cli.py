@@ -24,7 +24,7 @@ def _list(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     from protozoo.eval import evaluate_model
-    from protozoo.hub import load
+    from protozoo.model import load
 
     model = load(args.model, device=args.device)
     result = evaluate_model(model, dataset=args.dataset, linear=args.linear, device=args.device)
@@ -33,7 +33,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _diagnose(args: argparse.Namespace) -> None:
     from protozoo.collapse import collapse_report, plot_nn_cosine_histogram
-    from protozoo.hub import load_prototype_file
+    from protozoo.model import load_prototype_file
 
     found = load_prototype_file(args.source, key=args.key)
     report = collapse_report(found.prototypes, masses=found.masses)
@@ -49,7 +49,7 @@ def _diagnose(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from protozoo.hub import load
+    from protozoo.model import load
     from protozoo.onnx import export_onnx
 
     path = export_onnx(load(args.model), args.out, opset=args.opset)
@@ -57,7 +57,7 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _publish(args: argparse.Namespace) -> None:
-    from protozoo.hub import publish
+    from protozoo.model import publish
 
     files = publish(
         args.folder,

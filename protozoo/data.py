@@ -325,6 +325,29 @@ def _hugging_face(
     return HFImageDataset(hf, transform=transform)
 
 
+def final_eval_splits(name: str) -> tuple[str, str]:
+    """(bank split, query split) of a run's final k-NN evaluation: all training data against the test set.
+
+    Fashion-MNIST and CIFAR: "trainval" against "test"; an ImageFolder tree: "train" against "test"
+    when it has a test folder, else against "val" (ImageNet's layout, whose val folder is the test set);
+    STL-10 and Hugging Face datasets: "train" against "test".
+
+    Args:
+        name: a dataset name as :func:`build_dataset` takes it.
+
+    Returns:
+        The two split names to pass to :func:`build_dataset`.
+    """
+    if name == "fashion_mnist" or name in ("cifar10", "cifar100"):
+        return "trainval", "test"
+    if name.startswith("imagefolder:"):
+        path = Path(name.removeprefix("imagefolder:")).expanduser()
+        has = {s: (path / s).is_dir() for s in ("train", "val", "test")}
+        if has["train"] and not has["test"]:
+            return "train", "val" if has["val"] else "train"
+    return "train", "test"
+
+
 def build_dataset(
     name: str,
     split: str,

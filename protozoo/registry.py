@@ -25,11 +25,18 @@ class ZooEntry:
         name: the zoo name users pass to :func:`protozoo.load`.
         hub_id: the Hugging Face Hub repo ("org/name") that holds the checkpoint.
         description: one line for ``protozoo list`` and the model card's title paragraph.
+        revision: the Hub commit that the copy shipped in ``protozoo/zoo/<name>/`` equals; loading the
+            Hub id at this revision (or at none) falls back to the shipped copy when the Hub cannot
+            serve it. None: the shipped copy stands for the Hub repo's main branch.
+        baseline: the same recipe trained with joint (non-decoupled) prototypes, as a zoo name, Hub
+            id or folder, for side-by-side collapse curves (the demo's "joint baseline"); None if none.
     """
 
     name: str
     hub_id: str
     description: str
+    revision: str | None = None
+    baseline: str | None = None
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -56,6 +63,11 @@ def list_models() -> list[str]:
         The names :func:`protozoo.load` accepts besides Hub ids and local folders.
     """
     return list(ZOO)
+
+
+def by_hub_id(hub_id: str) -> ZooEntry | None:
+    """The zoo entry whose Hub repo is ``hub_id``, or None."""
+    return next((e for e in ZOO.values() if e.hub_id == hub_id), None)
 
 
 def close_names(name: str) -> list[str]:

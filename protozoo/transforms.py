@@ -3,8 +3,10 @@
 Both accept a PIL image or a uint8 tensor (C, H, W) / (H, W) and convert it once to a uint8 tensor with
 the model's number of channels (RGBA -> RGB drops alpha, RGB -> gray uses ITU-R 601 luma, gray -> RGB
 repeats the channel); there are no PIL round trips after that. Outputs are normalised float32. The eval
-path is torchvision.transforms.v2 Resize + CenterCrop; the multi-crop views are written with plain tensor
-ops (the v2 classes' per-call overhead made them ~3x slower on 28 px images).
+path resizes and crops with PIL (:func:`protozoo.onnx_runtime.resize_and_crop`, torchvision's Resize +
+CenterCrop arithmetic), the very code the torch-free ONNX runtime runs, so both see the same pixels; the
+multi-crop views are written with plain tensor ops (the v2 classes' per-call overhead made them ~3x
+slower on 28 px images).
 
 Multi-crop follows DINO (Caron et al. 2021, facebookresearch/dino `DataAugmentationDINO`): global view 1
 is always blurred, global view 2 is rarely blurred and sometimes solarised, local views are blurred half
@@ -20,16 +22,18 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
+
+from protozoo.onnx_runtime import RESAMPLE, resize_and_crop, to_mode
 
 DINO_BLUR_PROB = (1.0, 0.1, 0.5)  # Gaussian blur: global view 1, global view 2, local views
 DINO_SOLARIZE_PROB = 0.2  # solarisation of global view 2
-
-_INTERPOLATIONS = {
-    "bicubic": InterpolationMode.BICUBIC,
-    "bilinear": InterpolationMode.BILINEAR,
-    "nearest": InterpolationMode.NEAREST,
+# DINO's ColorJitter(0.4, 0.4, 0.2, 0.1): each factor drawn from 1 ± strength, the hue shift from ± 0.1
+JITTER_RANGES = {
+    "brightness": (0.6, 1.4),
+    "contrast": (0.6, 1.4),
+    "saturation": (0.8, 1.2),
+    "hue": (-0.1, 0.1),
 }
 
 
@@ -66,8 +70,9 @@ def to_uint8_image(image: Image.Image | Tensor, in_chans: int) -> Tensor:
     if x.shape[1] == 0 or x.shape[2] == 0:
         raise ValueError(f"empty image of shape {tuple(image.shape)}")
     x = x[:3]  # drop alpha
-    if in_chans == 1 and x.shape[0] == 3:
-        return F.rgb_to_grayscale(x)
+    if in_chans == 1 and x.shape[0] == 3:  # PIL's integer ITU-R 601 luma, as Image.convert("L")
+        r, g, b = x.int()
+        return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8)[None]
     if in_chans == 3 and x.shape[0] == 1:
         return x.expand(3, -1, -1)
     return x
@@ -147,7 +152,7 @@ class _RandomView:
     ) -> None:
         self.size, self.scale, self.color = size, scale, color
         self.blur_p, self.solarize_p = blur_p, solarize_p
-        # colour: DINO's jitter (0.4, 0.4, 0.2, 0.1) and blur sigma 0.1-2 with a kernel of ~size / 10;
+        # colour: DINO's jitter (JITTER_RANGES) and blur sigma 0.1-2 with a kernel of ~size / 10;
         # grayscale: brightness / contrast 0.4 and a 3-pixel blur with sigma 0.1-1
         self.jitter = ("brightness", "contrast", "saturation", "hue") if color else ("brightness", "contrast")
         self.kernel = max(3, int(0.1 * size) | 1) if color else 3
@@ -165,7 +170,7 @@ class _RandomView:
         if torch.rand(()) < 0.8:
             for i in torch.randperm(len(self.jitter)).tolist():
                 kind = self.jitter[i]
-                x = _jitter(x, kind, _uniform(-0.1, 0.1) if kind == "hue" else _uniform(0.6, 1.4))
+                x = _jitter(x, kind, _uniform(*JITTER_RANGES[kind]))
         if self.color and torch.rand(()) < 0.2:
             x = _gray(x).expand(3, -1, -1)
         if torch.rand(()) < self.blur_p:
@@ -359,8 +364,8 @@ class EvalTransform:
     ) -> None:
         if img_size <= 0 or not 0 < crop_pct <= 1:
             raise ValueError(f"need img_size > 0 and 0 < crop_pct <= 1, got {img_size} and {crop_pct}")
-        if interpolation not in _INTERPOLATIONS:
-            raise ValueError(f"unknown interpolation {interpolation!r}; use one of {list(_INTERPOLATIONS)}")
+        if interpolation not in RESAMPLE:
+            raise ValueError(f"unknown interpolation {interpolation!r}; use one of {list(RESAMPLE)}")
         self.normalize = _Normalize(mean, std, in_chans)
         self.img_size, self.in_chans, self.crop_pct, self.interpolation = (
             img_size,
@@ -368,9 +373,7 @@ class EvalTransform:
             crop_pct,
             interpolation,
         )
-        resize = math.floor(img_size / crop_pct)
-        self.resize = v2.Resize(resize, interpolation=_INTERPOLATIONS[interpolation], antialias=True)
-        self.crop = v2.CenterCrop(img_size)
+        self.resize_to = math.floor(img_size / crop_pct)  # the shorter side before the center crop
 
     def __call__(self, image: Image.Image | Tensor) -> Tensor:
         """Preprocess one image.
@@ -385,7 +388,13 @@ class EvalTransform:
             TypeError: not a PIL image or uint8 tensor.
             ValueError: an empty image.
         """
-        return self.normalize(self.crop(self.resize(to_uint8_image(image, self.in_chans))))
+        x = to_uint8_image(image, self.in_chans)
+        if x.shape[1:] != (self.resize_to, self.resize_to) or self.resize_to != self.img_size:
+            # PIL's resampling and luma, exactly as protozoo.onnx_runtime.OnnxModel preprocesses
+            pil = image if isinstance(image, Image.Image) else _to_pil(image)
+            pil = to_mode(pil, self.in_chans)
+            x = F.pil_to_tensor(resize_and_crop(pil, self.img_size, self.crop_pct, self.interpolation))
+        return self.normalize(x)
 
     def __repr__(self) -> str:
         return (
@@ -419,3 +428,10 @@ def eval_transform(
         ValueError: as EvalTransform.
     """
     return EvalTransform(img_size, mean, std, in_chans, crop_pct=crop_pct, interpolation=interpolation)
+
+
+def _to_pil(image: Tensor) -> Image.Image:
+    """A checked uint8 tensor (H, W) or (C, H, W), C in 1, 3, 4 -> PIL image (alpha dropped)."""
+    x = image.unsqueeze(0) if image.ndim == 2 else image
+    x = x[:3].permute(1, 2, 0).cpu().numpy()  # (H, W, C)
+    return Image.fromarray(x[..., 0] if x.shape[-1] == 1 else x)

@@ -9,7 +9,7 @@ commit NDJSON carries each file inline as base64. Read from huggingface_hub 2.4'
 - ``POST /api/repos/create``                         create a repo (409 when it exists)
 - ``POST /api/validate-yaml``                        README.md metadata check before a commit
 - ``POST /api/models/{repo}/preupload/{rev}``        upload mode of each file
-- ``POST /api/models/{repo}/commit/{rev}``           NDJSON: header, then one line per file
+- ``POST /api/models/{repo}/commit/{rev}``           NDJSON: header, then one line per file added or deleted
 - ``POST /api/models/{repo}/branch/{branch}``        create a branch (409 when it exists)
 - ``GET  /api/models/{repo}[/revision/{rev}]``       model info: sha and siblings
 - ``GET  /api/models/{repo}/tree/{rev}``             file listing (one page)
@@ -208,6 +208,10 @@ class HubServer:
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
         files = dict(repo.commits[repo.branches[branch]])
         for line in lines[1:]:
+            if line["key"] == "deletedFile":
+                if files.pop(line["value"]["path"], None) is None:
+                    return _error(404, "EntryNotFound", f"{line['value']['path']} does not exist")
+                continue
             if line["key"] != "file" or line["value"].get("encoding") != "base64":
                 return _error(400, None, f"this test Hub only takes inline base64 files, got {line['key']}")
             files[line["value"]["path"]] = base64.b64decode(line["value"]["content"])

@@ -33,7 +33,6 @@ from protozoo.demo import (  # noqa: E402
     prepare_image,
 )
 from protozoo.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist  # noqa: E402
-from protozoo.hub import save_pretrained  # noqa: E402
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 REFERENCE = 500
@@ -56,8 +55,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
     """A decoupled and a joint tiny model saved as folders, the demo serving the first, and a client."""
     root = tmp_path_factory.mktemp("demo")
     model = tiny_model("carp_dec", 0)
-    folder = save_pretrained(model, root / "dec")
-    joint = save_pretrained(tiny_model("carp", 1), root / "joint")
+    folder = model.save_pretrained(root / "dec")
+    joint = tiny_model("carp", 1).save_pretrained(root / "joint")
     with pytest.MonkeyPatch.context() as mp:  # the registry names the joint model as the baseline
         mp.setitem(registry.ZOO, str(folder.resolve()), SimpleNamespace(baseline=str(joint)))
         demo = launch(

@@ -29,7 +29,6 @@ sync_api = pytest.importorskip(
 from protozoo import ProtoConfig, ProtoModel  # noqa: E402
 from protozoo.demo import launch  # noqa: E402
 from protozoo.fashion_mnist import load_fashion_mnist  # noqa: E402
-from protozoo.hub import save_pretrained  # noqa: E402
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 FLAGS = [  # headless Chromium as root in a container, with nothing reaching out to the network
@@ -54,7 +53,7 @@ def test_upload_shows_prototypes(tmp_path: Path) -> None:
     if shown is None:
         torch.manual_seed(0)
         tiny = ProtoModel(ProtoConfig(num_prototypes=64, embed_dim=16, hidden_dim=32)).eval()
-        shown = str(save_pretrained(tiny, tmp_path / "model"))
+        shown = str(tiny.save_pretrained(tmp_path / "model"))
     images, _ = load_fashion_mnist("train")
     upload = tmp_path / "ankle-boot.png"
     Image.fromarray(images[0].numpy()).save(upload)

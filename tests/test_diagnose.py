@@ -18,7 +18,7 @@ from torch import nn
 
 from protozoo import ProtoConfig, ProtoModel
 from protozoo.cli import main
-from protozoo.hub import load_prototype_file, load_prototypes
+from protozoo.model import load_prototype_file, load_prototypes
 from protozoo.prototype_files import find_prototypes, read_prototype_file
 
 K, D = 12, 6

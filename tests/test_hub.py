@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from protozoo import ProtoConfig, ProtoModel
 from protozoo.cli import main as cli_main
-from protozoo.hub import load, load_prototypes, publish, push_to_hub, save_pretrained
+from protozoo.model import load, load_prototypes, publish
 
 RESNET = dict(architecture="resnet18_small", num_prototypes=64, embed_dim=16, hidden_dim=32)
 RESNET_STEM1 = dict(RESNET, backbone_kwargs={"stem_stride": 1})
@@ -55,7 +55,7 @@ def x() -> torch.Tensor:
 
 @pytest.fixture
 def folder(model: ProtoModel, tmp_path: Path) -> Path:
-    return save_pretrained(model, tmp_path / "m", results=RESULTS, recipe=RECIPE)
+    return model.save_pretrained(tmp_path / "m", results=RESULTS, recipe=RECIPE)
 
 
 def assert_same(a: ProtoModel, b: ProtoModel, x: torch.Tensor) -> None:
@@ -90,8 +90,9 @@ def test_safetensors_hold_backbone_and_head_without_pickle(model: ProtoModel, fo
 
 def test_config_json_is_timm_layout_plus_protozoo_block(model: ProtoModel, folder: Path) -> None:
     config = json.loads((folder / "config.json").read_text())
+    # the ViT is stock timm's with other model_args, so it is saved as such
     assert (config["architecture"], config["num_classes"], config["num_features"]) == (
-        "vit_tiny_patch4_28",
+        "vit_tiny_patch16_224",
         0,
         192,
     )
@@ -103,11 +104,17 @@ def test_config_json_is_timm_layout_plus_protozoo_block(model: ProtoModel, folde
         "bicubic",
         1.0,
     )
-    assert config["model_args"] | {"depth": 2, "in_chans": 1, "img_size": [28, 28]} == config["model_args"]
+    expected_args = {"depth": 2, "in_chans": 1, "img_size": [28, 28], "patch_size": 4}
+    assert config["model_args"] | expected_args == config["model_args"]
     block = config["protozoo"]
     assert block["format_version"] == 1 and block["dtype"] == "float32" and block["num_classes"] == 0
     assert ProtoConfig.from_dict(block["config"]) == model.config
-    assert (block["results"], block["recipe"]) == (RESULTS, RECIPE)
+    assert (block["results"], block["recipe"], block["name"], block["base_model"]) == (
+        RESULTS,
+        RECIPE,
+        "m",
+        None,
+    )
 
 
 @pytest.mark.parametrize(
@@ -117,7 +124,7 @@ def test_round_trip_and_timm_local_dir_give_identical_outputs(
     config: dict, tmp_path: Path, x: torch.Tensor
 ) -> None:
     model = make_model(config=config)
-    folder = save_pretrained(model, tmp_path / "m")
+    folder = model.save_pretrained(tmp_path / "m")
     loaded = load(folder, device="cpu")
     assert not loaded.training
     assert_same(model, loaded, x)
@@ -147,7 +154,7 @@ def test_small_resnet_stem_stride_one_keeps_twice_the_resolution() -> None:
 def test_bfloat16_storage_halves_the_weights_and_keeps_the_gmm_masses_fp32(
     model: ProtoModel, folder: Path, tmp_path: Path, x: torch.Tensor
 ) -> None:
-    small = save_pretrained(model, tmp_path / "bf16", dtype="bfloat16")
+    small = model.save_pretrained(tmp_path / "bf16", dtype="bfloat16")
     for file in ("model.safetensors", "head.safetensors"):
         ratio = (small / file).stat().st_size / (folder / file).stat().st_size
         assert 0.45 < ratio < 0.55, file
@@ -169,7 +176,7 @@ def test_num_classes_gives_a_fresh_classifier_and_a_saved_one_round_trips(
     fresh = load(folder, num_classes=10)
     assert isinstance(fresh.classifier, torch.nn.Linear) and fresh.classifier.weight.shape == (10, 192)
     tuned = make_model(num_classes=3)
-    saved = save_pretrained(tuned, tmp_path / "tuned")
+    saved = tuned.save_pretrained(tmp_path / "tuned")
     assert "classifier.weight" in header(saved / "head.safetensors")
     with torch.no_grad():
         assert torch.equal(load(saved)(x).logits, tuned(x).logits)  # type: ignore[arg-type]
@@ -179,7 +186,7 @@ def test_num_classes_gives_a_fresh_classifier_and_a_saved_one_round_trips(
 def test_save_replaces_an_existing_checkpoint_folder(folder: Path, x: torch.Tensor) -> None:
     (folder / "model.onnx").write_bytes(b"stale")
     other = make_model(seed=5)
-    save_pretrained(other, folder)
+    other.save_pretrained(folder)
     assert {p.name for p in folder.iterdir()} == FILES  # the stale ONNX export went with the old weights
     assert [p.name for p in folder.parent.iterdir()] == ["m"]
     assert_same(other, load(folder), x)
@@ -279,17 +286,15 @@ def test_missing_files_and_bad_arguments(folder: Path, tmp_path: Path) -> None:
 
 
 def test_save_pretrained_rejects_bad_input(model: ProtoModel, tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match=r"expects a protozoo ProtoModel, got Linear"):
-        save_pretrained(torch.nn.Linear(2, 2), tmp_path / "a")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"Unknown dtype 'int8'; valid storage dtypes are float32"):
-        save_pretrained(model, tmp_path / "a", dtype="int8")
+        model.save_pretrained(tmp_path / "a", dtype="int8")
     with pytest.raises(TypeError, match=r"JSON-serialisable"):
-        save_pretrained(model, tmp_path / "a", recipe={"root": Path("/data")})
+        model.save_pretrained(tmp_path / "a", recipe={"root": Path("/data")})
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match=r"holds files that are not part of a checkpoint \(notes\.txt\)"):
-        save_pretrained(model, tmp_path)
+        model.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"is a file; save_pretrained writes a folder"):
-        save_pretrained(model, tmp_path / "notes.txt")
+        model.save_pretrained(tmp_path / "notes.txt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
@@ -313,7 +318,7 @@ def test_publish_dry_run_lists_exactly_the_files_and_sends_nothing(folder: Path,
 
 
 def test_push_to_hub_then_load_and_timm_hf_hub(model: ProtoModel, hub: HubServer, x: torch.Tensor) -> None:
-    info = push_to_hub(model, "org/tiny", token="hf_test", private=True, results=RESULTS, recipe=RECIPE)
+    info = model.push_to_hub("org/tiny", token="hf_test", private=True, results=RESULTS, recipe=RECIPE)
     assert hub.repos["org/tiny"].private and info.oid == hub.repos["org/tiny"].branches["main"]
     assert set(hub.files("org/tiny")) == FILES
     assert all(auth == "Bearer hf_test" for method, _, auth in hub.requests if method == "POST")
@@ -327,9 +332,9 @@ def test_push_to_hub_then_load_and_timm_hf_hub(model: ProtoModel, hub: HubServer
 
 def test_revision_pinning_by_branch_and_commit(hub: HubServer, x: torch.Tensor) -> None:
     first, second = make_model(seed=1), make_model(seed=2)
-    push_to_hub(first, "org/pinned")
+    first.push_to_hub("org/pinned")
     commit = hub.repos["org/pinned"].branches["main"]
-    push_to_hub(second, "org/pinned", revision="v2")
+    second.push_to_hub("org/pinned", revision="v2")
     assert hub.repos["org/pinned"].branches["main"] == commit  # the branch took the second model
     assert_same(first, load("org/pinned"), x)
     assert_same(second, load("org/pinned", revision="v2"), x)
@@ -346,8 +351,8 @@ def test_revision_pinning_by_branch_and_commit(hub: HubServer, x: torch.Tensor) 
 def test_offline_loads_from_the_cache_only(
     model: ProtoModel, hub: HubServer, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    push_to_hub(model, "org/cached")
-    push_to_hub(model, "org/uncached")
+    model.push_to_hub("org/cached")
+    model.push_to_hub("org/uncached")
     with pytest.raises(FileNotFoundError, match=r"not in the Hugging Face cache .* local_files_only"):
         load("org/uncached", local_files_only=True)
     load("org/cached")  # fills the cache
@@ -417,3 +422,136 @@ def test_load_prototypes_errors(folder: Path, tmp_path: Path) -> None:
     torch.save({"a": Opaque()}, tmp_path / "pickled.pt")
     with pytest.raises(ValueError, match=r"could not be read as a tensor file without pickle"):
         load_prototypes(tmp_path / "pickled.pt")
+
+
+# ---- the hub-mixin shape: keyword-only options, dtype, cache, zoo Hub ids offline ----
+def test_from_pretrained_is_load_and_every_option_is_keyword_only(folder: Path) -> None:
+    import protozoo
+
+    assert protozoo.load == ProtoModel.from_pretrained == load
+    with pytest.raises(TypeError, match=r"positional argument"):
+        load("dp-resnet18-fmnist", "cpu")  # type: ignore[misc]
+    with pytest.raises(TypeError, match=r"positional argument"):
+        ProtoModel.from_pretrained(folder, None)  # type: ignore[misc]
+
+
+def test_dtype_option_casts_the_model(folder: Path, x: torch.Tensor) -> None:
+    half = load(folder, dtype="bfloat16")
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    assert half(x.bfloat16()).features.dtype == torch.bfloat16
+    assert next(load(folder, dtype=torch.float16).parameters()).dtype == torch.float16
+    with pytest.raises(
+        ValueError, match=r"Unknown dtype 'int8'; valid dtypes are float32, bfloat16, float16"
+    ):
+        load(folder, dtype="int8")
+
+
+def test_cache_dir_and_force_download(model: ProtoModel, hub: HubServer, tmp_path: Path) -> None:
+    model.push_to_hub("org/cache")
+    cache = tmp_path / "my-cache"
+    load("org/cache", cache_dir=cache)
+    assert any(cache.glob("models--org--cache/snapshots/*/model.safetensors"))
+    downloads = lambda: sum(  # noqa: E731
+        1 for method, path, _ in hub.requests if method == "GET" and path.endswith("/model.safetensors")
+    )
+    before = downloads()
+    load("org/cache", cache_dir=cache)
+    assert downloads() == before  # cached
+    load("org/cache", cache_dir=cache, force_download=True)
+    assert downloads() == before + 1
+
+
+def test_a_zoo_hub_id_offline_falls_back_to_the_shipped_copy(
+    model: ProtoModel, hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, x: torch.Tensor
+) -> None:
+    from protozoo import registry
+
+    monkeypatch.setattr(registry, "ZOO_DIR", tmp_path / "zoo")
+    model.save_pretrained(tmp_path / "zoo" / "dp-vit-tiny-fmnist", name="dp-vit-tiny-fmnist")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    shipped = load("protozoo/dp-vit-tiny-fmnist")
+    assert_same(model, shipped, x)
+    assert shipped.provenance is not None and shipped.provenance["name"] == "dp-vit-tiny-fmnist"
+    assert hub.requests == []
+    with pytest.raises(FileNotFoundError, match=r"shipped with this install only at revision None and not"):
+        load("protozoo/dp-vit-tiny-fmnist", revision="v2")
+
+
+# ---- publishing: stale files, plain timm, provenance ----
+def test_push_to_hub_deletes_stale_optional_files(model: ProtoModel, folder: Path, hub: HubServer) -> None:
+    (folder / "model.onnx").write_bytes(b"onnx")
+    (folder / "preprocessor.json").write_text("{}")
+    publish(folder, "org/stale")
+    assert {"model.onnx", "preprocessor.json"} <= set(hub.files("org/stale"))
+    make_model(seed=3).push_to_hub("org/stale")
+    assert set(hub.files("org/stale")) == FILES  # no graph of the old weights beside the new ones
+    publish(folder, "org/stale")  # and publish adds them back
+    assert {"model.onnx", "preprocessor.json"} <= set(hub.files("org/stale"))
+
+
+PLAIN_TIMM = """
+import sys, timm, torch
+backbone = timm.create_model("local-dir:" + sys.argv[1], pretrained=True).eval()
+x = torch.load(sys.argv[2], weights_only=True)
+with torch.no_grad():
+    torch.save(backbone(x), sys.argv[3])
+assert not any(name.split(".")[0] == "protozoo" for name in sys.modules), "protozoo was imported"
+"""
+
+
+def plain_timm_features(folder: Path, x: torch.Tensor, tmp: Path) -> torch.Tensor:
+    """The backbone's output on x, from timm alone in a fresh interpreter that never imports protozoo."""
+    import subprocess
+    import sys
+
+    torch.save(x, tmp / "x.pt")
+    script = [sys.executable, "-c", PLAIN_TIMM, str(folder), str(tmp / "x.pt"), str(tmp / "y.pt")]
+    subprocess.run(script, check=True, cwd=tmp)
+    return torch.load(tmp / "y.pt", weights_only=True)
+
+
+def test_the_vit_loads_in_plain_timm_without_protozoo(
+    model: ProtoModel, folder: Path, x: torch.Tensor, tmp_path: Path
+) -> None:
+    with torch.no_grad():
+        assert torch.equal(plain_timm_features(folder, x, tmp_path), model.backbone(x))
+
+
+def test_the_shipped_vit_loads_in_plain_timm(x: torch.Tensor, tmp_path: Path) -> None:
+    from protozoo import registry
+
+    folder = registry.shipped_folder("dp-vit-tiny-fmnist")
+    if folder is None:
+        pytest.skip("dp-vit-tiny-fmnist is not shipped in this checkout")
+    with torch.no_grad():
+        assert torch.equal(plain_timm_features(folder, x, tmp_path), load(folder).backbone(x))
+
+
+def test_resaving_a_loaded_model_keeps_its_provenance(folder: Path, tmp_path: Path) -> None:
+    again = load(folder).save_pretrained(tmp_path / "again")
+    block = json.loads((again / "config.json").read_text())["protozoo"]
+    assert (block["name"], block["results"], block["recipe"], block["base_model"]) == (
+        "m",
+        RESULTS,
+        RECIPE,
+        None,
+    )
+    card = ModelCard.load(again / "README.md")
+    assert card.data.model_name == "m" and card.data.datasets == ["zalando-datasets/fashion_mnist"]
+    assert card.data.eval_results[0].metric_value == 88.12 and "not recorded" not in card.text
+
+
+def test_after_fine_tuning_the_card_says_what_changed(folder: Path, tmp_path: Path) -> None:
+    tuned = load(folder, num_classes=10)
+    with torch.no_grad():
+        tuned.backbone.norm.weight.add_(0.1)
+    saved = tuned.save_pretrained(tmp_path / "tuned")
+    block = json.loads((saved / "config.json").read_text())["protozoo"]
+    assert block["results"] is None and block["name"] == "tuned"
+    base = block["base_model"]
+    assert (base["name"], base["results"], base["recipe"]) == ("m", RESULTS, RECIPE)
+    assert base["changed"] == ["backbone", "new classifier (10 classes)"]
+    card = ModelCard.load(saved / "README.md")
+    assert card.data.eval_results is None  # the base model's numbers are not this model's
+    assert "fine-tuned from | `m`; changed since: backbone, new classifier (10 classes)" in card.text
+    assert "88.12%" in card.text and "Fashion-MNIST" in card.text

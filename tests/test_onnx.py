@@ -84,7 +84,11 @@ def assert_parity(out: Any, ref: Any) -> None:
 
 def test_export_writes_checked_graph_and_preprocessor(exported: Any) -> None:
     name, model, path, _ = exported
-    assert {p.name for p in path.parent.iterdir()} == {"model.onnx", "preprocessor.json"}
+    assert {p.name for p in path.parent.iterdir()} == {
+        "model.onnx",
+        "preprocessor.json",
+        "preprocessor_config.json",
+    }
     onnx.checker.check_model(str(path), full_check=True)
     graph = onnx.load(str(path)).graph
     (inp,) = graph.input
@@ -216,6 +220,8 @@ def test_providers(resnet: Any) -> None:
     cuda = "CUDAExecutionProvider" in ort.get_available_providers()
     assert default[0] == ("CUDAExecutionProvider" if cuda else "CPUExecutionProvider")
     assert OnnxModel(resnet[2], providers=["CPUExecutionProvider"]).providers == ["CPUExecutionProvider"]
+    options = OnnxModel(resnet[2], intra_op_threads=1).session.get_session_options()
+    assert options.intra_op_num_threads == 1
 
 
 def test_export_overwrites_atomically_leaves_classifier_out_and_keeps_mode(tmp_path: Path) -> None:
@@ -224,7 +230,11 @@ def test_export_overwrites_atomically_leaves_classifier_out_and_keeps_mode(tmp_p
     (tmp_path / "preprocessor.json").write_text("stale")
     path = export_onnx(model, tmp_path / "model.onnx")
     assert model.training
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "preprocessor.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "model.onnx",
+        "preprocessor.json",
+        "preprocessor_config.json",
+    ]
     onnx_model = OnnxModel(path)
     assert [o.name for o in onnx_model.session.get_outputs()] == ["features", "embeddings", "assignments"]
     x = torch.randn(2, 1, 28, 28)
@@ -279,12 +289,104 @@ def test_gpu_extra_installs_onnxruntime_gpu_alone() -> None:
 
 def test_cli_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from protozoo.cli import main
-    from protozoo.hub import load, save_pretrained
+    from protozoo.model import load
 
-    save_pretrained(tiny_model("vit"), tmp_path / "ckpt")
+    tiny_model("vit").save_pretrained(tmp_path / "ckpt")
     out = tmp_path / "onnx" / "model.onnx"
     assert main(["export", str(tmp_path / "ckpt"), "--out", str(out), "--opset", "20"]) == 0
     assert "preprocessor.json" in capsys.readouterr().out
     assert OnnxModel(out).preprocessor["opset"] == 20
     x = torch.randn(3, 1, 28, 28)
     assert_parity(OnnxModel(out)(x), eager(load(tmp_path / "ckpt"), x))
+
+
+# ---- inference without torch: onnx_runtime, and the Hugging Face preprocessor config ----
+def test_hf_preprocessor_config_describes_the_same_preprocessing(resnet: Any) -> None:
+    _, _, path, onnx_model = resnet
+    hf = json.loads((path.parent / "preprocessor_config.json").read_text())
+    assert hf["image_processor_type"] == "BitImageProcessor" and hf["do_convert_rgb"] is False
+
+    def naive(image: Image.Image) -> np.ndarray:  # the steps the config names, one by one
+        image = image.convert("L")
+        w, h = image.size
+        short = hf["size"]["shortest_edge"]
+        size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+        image = image.resize(size, resample=hf["resample"])
+        ch, cw = hf["crop_size"]["height"], hf["crop_size"]["width"]
+        top, left = round((size[1] - ch) / 2), round((size[0] - cw) / 2)
+        x = np.asarray(image.crop((left, top, left + cw, top + ch)), np.float32) * hf["rescale_factor"]
+        return ((x - hf["image_mean"][0]) / hf["image_std"][0])[None]
+
+    rng = np.random.default_rng(2)
+    for shape in [(40, 50, 3), (28, 28), (61, 33)]:
+        image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
+        assert np.abs(onnx_model.preprocess(image)[0] - naive(image)).max() < 1e-5
+
+
+def test_torch_transform_and_onnx_runtime_see_the_same_pixels(resnet: Any) -> None:
+    _, model, _, onnx_model = resnet
+    rng = np.random.default_rng(3)
+    for shape in [(40, 50, 3), (30, 30), (28, 28, 3), (97, 61, 4)]:
+        array = rng.integers(0, 256, shape, dtype=np.uint8)
+        tensor = torch.from_numpy(array).permute(2, 0, 1) if array.ndim == 3 else torch.from_numpy(array)
+        expected = model.transform(tensor).numpy()
+        assert np.abs(onnx_model.preprocess(array)[0] - expected).max() < 1e-5
+        assert np.abs(onnx_model.preprocess(Image.fromarray(array))[0] - expected).max() < 1e-5
+
+
+TORCH_FREE = """
+import importlib.util, sys
+import numpy as np
+spec = importlib.util.spec_from_file_location("onnx_runtime", sys.argv[1])
+runtime = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(runtime)
+model = runtime.OnnxModel(sys.argv[2])
+data = np.load(sys.argv[3])
+raw, normalised = model(list(data["raw"])), model(data["normalised"])
+np.savez(sys.argv[4], raw=raw.features, raw_assign=raw.assignments, norm=normalised.features)
+try:
+    import torch  # noqa: F401
+    sys.exit("torch is importable in the torch-free venv")
+except ImportError:
+    pass
+assert not {m.split(".")[0] for m in sys.modules} & {"torch", "protozoo", "timm", "torchvision"}
+"""
+
+
+@pytest.mark.slow
+def test_onnx_runtime_runs_in_a_venv_without_torch(resnet: Any, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    _, model, path, _ = resnet
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # no system site-packages
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "onnxruntime", "numpy", "pillow"], check=True, timeout=300
+    )
+    rng = np.random.default_rng(4)
+    raw = rng.integers(0, 256, (3, 40, 36), dtype=np.uint8)
+    normalised = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", raw=raw, normalised=normalised)
+    runtime = Path(__file__).parents[1] / "protozoo" / "onnx_runtime.py"
+    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}  # no PYTHONPATH: nothing from this env
+    subprocess.run(
+        [
+            str(python),
+            "-c",
+            TORCH_FREE,
+            str(runtime),
+            str(path),
+            str(tmp_path / "in.npz"),
+            str(tmp_path / "out"),
+        ],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    out = np.load(tmp_path / "out.npz")
+    expected = eager(model, torch.stack([model.transform(torch.from_numpy(i)) for i in raw]))
+    assert np.abs(out["raw"] - expected.features.numpy()).max() <= 1e-4
+    assert np.abs(out["raw_assign"] - expected.assignments.numpy()).max() <= 1e-4
+    assert np.abs(out["norm"] - eager(model, torch.from_numpy(normalised)).features.numpy()).max() <= 1e-4

@@ -15,7 +15,7 @@ import protozoo
 from protozoo import ProtoConfig, ProtoModel, registry
 from protozoo.card import CARDS_DIR
 from protozoo.cli import main as cli_main
-from protozoo.hub import load, push_to_hub, save_pretrained
+from protozoo.model import load
 
 TINY = dict(
     architecture="vit_tiny_patch4_28",
@@ -66,7 +66,7 @@ def test_table_says_not_shipped_without_a_shipped_folder(
 def test_shipped_folder_gives_headline_numbers_and_loads_without_the_hub(
     zoo_dir: Path, model: ProtoModel, hub: HubServer
 ) -> None:
-    save_pretrained(model, zoo_dir / "dp-vit-tiny-fmnist", results=RESULTS, dtype="bfloat16")
+    model.save_pretrained(zoo_dir / "dp-vit-tiny-fmnist", results=RESULTS, dtype="bfloat16")
     assert registry.headline("dp-vit-tiny-fmnist") == {
         "knn_top1": 0.8812,
         "unique_0.025": 0.9,
@@ -92,7 +92,7 @@ def test_a_shipped_zoo_model_is_at_most_25_mb_and_loads(name: str) -> None:
 
 
 def test_zoo_name_falls_back_to_its_hub_repo(zoo_dir: Path, model: ProtoModel, hub: HubServer) -> None:
-    push_to_hub(model, registry.ZOO["dp-resnet18-fmnist"].hub_id)
+    model.push_to_hub(registry.ZOO["dp-resnet18-fmnist"].hub_id)
     assert torch.equal(load("dp-resnet18-fmnist").prototypes, model.prototypes)
     card = hub.files(registry.ZOO["dp-resnet18-fmnist"].hub_id)["README.md"].decode()
     assert 'protozoo.load("dp-resnet18-fmnist")' in card  # the card of a zoo repo uses the zoo name

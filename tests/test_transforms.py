@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
+from protozoo import transforms
 from protozoo.transforms import (
     EvalTransform,
     MultiCropTransform,
@@ -170,7 +171,7 @@ def test_multicrop_errors(kwargs: dict, match: str) -> None:
 
 def test_eval_transform_resize_and_crop() -> None:
     t = eval_transform(224, **RGB, crop_pct=0.875)
-    assert isinstance(t, EvalTransform) and t.resize.size == [256]
+    assert isinstance(t, EvalTransform) and t.resize_to == 256
     image = Image.new("RGBA", (400, 300), (255, 128, 0, 10))
     out = t(image)
     assert out.shape == (3, 224, 224) and out.dtype == torch.float32
@@ -238,3 +239,33 @@ def test_photometric_probabilities() -> None:
         multicrop_preset(28, **GRAY, blur_prob=(1.0, 0.1))
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
         multicrop_preset(28, **GRAY, solarize_prob=1.5)
+
+
+@pytest.mark.parametrize(
+    ("color", "expected"),
+    [
+        (
+            True,
+            {"brightness": (0.6, 1.4), "contrast": (0.6, 1.4), "saturation": (0.8, 1.2), "hue": (-0.1, 0.1)},
+        ),
+        (False, {"brightness": (0.6, 1.4), "contrast": (0.6, 1.4)}),  # grayscale: no saturation or hue
+    ],
+)
+def test_jitter_draws_dino_ranges(color: bool, expected: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DINO's ColorJitter(0.4, 0.4, 0.2, 0.1): factors 1 ± strength, hue ± 0.1, each range filled."""
+    drawn: dict[str, list[float]] = {}
+
+    def record(x: torch.Tensor, kind: str, factor: float) -> torch.Tensor:
+        drawn.setdefault(kind, []).append(factor)
+        return x
+
+    monkeypatch.setattr(transforms, "_jitter", record)
+    view = _RandomView(8, (0.5, 1.0), color=color, blur_p=0.0, solarize_p=0.0)
+    torch.manual_seed(0)
+    for _ in range(300):
+        view(torch.rand(3 if color else 1, 8, 8) * 255)
+    assert set(drawn) == set(expected)
+    for kind, (low, high) in expected.items():
+        values = torch.tensor(drawn[kind])
+        margin = 0.05 * (high - low)
+        assert low <= values.min() < low + margin and high - margin < values.max() <= high, kind

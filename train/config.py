@@ -128,53 +128,51 @@ class TrainConfig:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
 
     def proto_config(self) -> ProtoConfig:
-        """The model's ProtoConfig for this run."""
-        return ProtoConfig(
-            architecture=self.backbone,
-            method=self.method,
-            num_prototypes=self.num_prototypes,
-            embed_dim=self.embed_dim,
-            hidden_dim=self.hidden_dim,
-            head_layers=self.head_layers,
-            temperature=self.student_temp if self.method.startswith("dino") else 1.0,
-            img_size=self.img_size,
-            in_chans=self.in_chans,
-            mean=tuple(self.mean or ()),
-            std=tuple(self.std or ()),
-            crop_pct=self.crop_pct,
-            gmm_eta=self.gmm_eta,
-            gmm_var_floor=self.gmm_var_floor,
-            gmm_init=self.gmm_init,
-            gmm_init_samples=self.gmm_init_samples,
-            gmm_split_every=self.gmm_split_every,
-            gmm_split_min_mass=self.gmm_split_min_mass,
-            gmm_merge_eps=self.gmm_merge_eps,
-            backbone_kwargs=self.backbone_kwargs,
-        )
+        """The model's ProtoConfig for this run: every field the two configs share, plus the backbone
+        as ``architecture`` and DINO's student temperature."""
+        mine = {f.name for f in dataclasses.fields(self)}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(ProtoConfig) if f.name in mine}
+        values["mean"], values["std"] = tuple(self.mean or ()), tuple(self.std or ())
+        config = ProtoConfig(architecture=self.backbone, **values)
+        if config.family == "dino":
+            config = dataclasses.replace(config, temperature=self.student_temp)
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field."""
         return dataclasses.asdict(self)
 
 
-def _coerce(name: str, text: str, annotation: Any) -> Any:
-    """Parse an override's text into the field's type (YAML syntax: 1e-3, true, [a, b], null)."""
-    value = yaml.safe_load(text)
+def _typed(value: Any, annotation: Any) -> Any:
+    """``value`` as the field type ``annotation``: ints and "1e-3" (YAML reads a number without a dot as a
+    string) become floats, list items likewise. Raises TypeError when it does not fit."""
     hints = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
     if value is None and type(None) in hints:
         return None
     for hint in hints:
         origin = typing.get_origin(hint) or hint
-        if origin is float and not isinstance(value, bool):
-            try:  # YAML reads 1e-6 (no dot) as a string
+        if origin is float and not isinstance(value, bool | list | dict):
+            try:
                 return float(value)
             except (TypeError, ValueError):
-                pass
-        if origin in (int, bool, str, list, dict) and type(value) is origin:
+                continue
+        if origin is list and isinstance(value, list):
+            (item,) = typing.get_args(hint) or (Any,)
+            return value if item is Any else [_typed(v, item) for v in value]
+        if origin in (int, bool, str, dict) and type(value) is origin:
             return value
-        if origin is str:
-            return str(text)
-    raise ValueError(f"Override {name}={text!r}: expected {annotation}, got {type(value).__name__}")
+    name = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    raise TypeError(f"expected {name}, got {type(value).__name__}")
+
+
+def _coerce(name: str, text: str, annotation: Any) -> Any:
+    """Parse an override's text into the field's type (YAML syntax: 1e-3, true, [a, b], null)."""
+    if annotation is str or str in typing.get_args(annotation) and text != "null":
+        return text
+    try:
+        return _typed(yaml.safe_load(text), annotation)
+    except TypeError as e:
+        raise ValueError(f"Override {name}={text!r}: {e}") from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
@@ -194,6 +192,10 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     hints = typing.get_type_hints(TrainConfig)
     for key in values:
         _check_key(key, fields)
+        try:
+            values[key] = _typed(values[key], hints[key])
+        except TypeError as e:
+            raise ValueError(f"Recipe {str(path)!r}, key {key!r}: {e} {values[key]!r}") from None
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:

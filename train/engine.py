@@ -21,15 +21,16 @@ import torch
 import torch.nn.functional as F
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.data_loader import prepare_data_loader
+from accelerate.utils import broadcast, set_seed
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from protozoo.collapse import collapse_report, plot_unique_over_steps
-from protozoo.data import build_dataset, class_groups, random_subset
-from protozoo.eval import extract_features, knn_accuracy, knn_predict, linear_probe, per_group_accuracy
+from protozoo.data import build_dataset, class_groups, final_eval_splits, random_subset
+from protozoo.eval import knn_accuracy, knn_predict, linear_probe, per_group_accuracy
 from protozoo.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from protozoo.losses import CARPLoss, DINOLoss, KoLeoProtoLoss
 from protozoo.model import ProtoModel
@@ -89,6 +90,65 @@ def resolve_precision(mixed_precision: str) -> str:
     return "bf16" if native else "no"
 
 
+def accelerator_options(mixed_precision: str) -> dict[str, Any]:
+    """``cpu`` and ``mixed_precision`` for Accelerator, leaving what ``accelerate launch`` set to Accelerate.
+
+    ``accelerate launch`` passes its flags and the user's accelerate config as environment variables
+    (ACCELERATE_MIXED_PRECISION, ACCELERATE_USE_CPU), which Accelerate reads when these arguments are
+    None. The recipe's ``auto`` defers to them; an explicit recipe value that contradicts them is an
+    error. The CPU is forced only where torch sees no accelerator (CUDA, MPS, XPU, ...), which also
+    makes torchrun on CPUs use gloo.
+
+    Raises:
+        ValueError: when the recipe's mixed_precision contradicts ACCELERATE_MIXED_PRECISION.
+    """
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launched is not None and mixed_precision not in ("auto", launched):
+        raise ValueError(
+            f"mixed_precision={mixed_precision} in the recipe contradicts accelerate's "
+            f"mixed_precision={launched} (from `accelerate launch --mixed_precision` or the accelerate "
+            "config); keep one of them, e.g. mixed_precision=auto in the recipe"
+        )
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return {
+        "cpu": use_cpu or not torch.accelerator.is_available(),
+        "mixed_precision": None if launched is not None else resolve_precision(mixed_precision),
+    }
+
+
+@torch.no_grad()
+def gather_outputs(
+    accelerator: Accelerator, model: ProtoModel, dataset: Dataset, batch_size: int = 512, num_workers: int = 0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(features, assignments, labels) of a whole dataset, each process encoding its shard of the batches.
+
+    ``accelerator.gather_for_metrics`` collects every batch on every process in dataset order and drops
+    the samples that evened out the last batches, so the result equals one process's. Outputs are fp32
+    on the CPU; the model runs in eval mode, its modes restored afterwards.
+    """
+    loader = prepare_data_loader(
+        DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, generator=torch.Generator()),
+        accelerator.device,
+        num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index,
+        put_on_device=True,
+    )
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    parts: list[tuple[Tensor, Tensor, Tensor]] = []
+    try:
+        for images, labels in loader:
+            with accelerator.autocast():
+                out = model(images)
+            batch = accelerator.gather_for_metrics((out.features.float(), out.assignments.float(), labels))
+            parts.append(tuple(t.cpu() for t in batch))  # type: ignore[arg-type]
+    finally:
+        for module, mode in modes.items():
+            module.train(mode)
+    features, assignments, labels = (torch.cat(column) for column in zip(*parts, strict=True))
+    return features, assignments, labels
+
+
 class Trainer:
     """Builds everything a run needs from a TrainConfig and runs it; ``Trainer(cfg).fit()``."""
 
@@ -100,8 +160,7 @@ class Trainer:
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(),  # also makes torchrun / accelerate launch on CPUs use gloo
-            mixed_precision=resolve_precision(cfg.mixed_precision),
+            **accelerator_options(cfg.mixed_precision),
             log_with=cfg.trackers or None,
             project_dir=str(self.out),
         )
@@ -140,10 +199,10 @@ class Trainer:
         )
         self.train_set = SeededViews(train, cfg.seed)
         bank = build_dataset(cfg.dataset, "train", transform=eval_tf, root=root, long_tail=lt, seed=cfg.seed)
-        self.bank_loader = self._eval_loader(random_subset(bank, cfg.eval_bank_size, cfg.seed))
-        self.val_loader = self._eval_loader(
-            build_dataset(cfg.dataset, "val", transform=eval_tf, root=cfg.data_root)
-        )
+        self.bank_set = random_subset(bank, cfg.eval_bank_size, cfg.seed)
+        self.val_set = build_dataset(cfg.dataset, "val", transform=eval_tf, root=cfg.data_root)
+        if cfg.eval_val_size is not None:
+            self.val_set = random_subset(self.val_set, cfg.eval_val_size, cfg.seed)
         self.steps_per_epoch = len(self.train_set) // cfg.batch_size  # type: ignore[arg-type]
         if self.steps_per_epoch == 0:
             raise ValueError(
@@ -151,11 +210,6 @@ class Trainer:
             )  # type: ignore[arg-type]
         self.total_steps = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * self.steps_per_epoch
         self.eval_tf = eval_tf
-
-    def _eval_loader(self, dataset: Dataset) -> DataLoader:
-        return DataLoader(
-            dataset, batch_size=512, num_workers=self.cfg.num_workers, generator=torch.Generator()
-        )
 
     def _micro_batches(self, epoch: int, start_step: int) -> list[list[int]]:
         """This process's micro-batches of one epoch from ``start_step`` on; order set by (seed, epoch)."""
@@ -177,7 +231,7 @@ class Trainer:
         if acc.num_processes > 1 and acc.device.type == "cuda":  # batch statistics over the global batch
             student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
         teacher = copy.deepcopy(student)
-        if cfg.method.endswith("_dec"):
+        if student.config.decoupled:
             teacher.prototype_source = student.prototype_source  # one shared GMM
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -187,7 +241,7 @@ class Trainer:
                 teacher.to(memory_format=torch.channels_last),
             )
         K = cfg.num_prototypes
-        if cfg.method.startswith("carp"):
+        if student.config.family == "carp":
             self.criterion: nn.Module = CARPLoss(
                 K, block_size=cfg.block_size, sinkhorn_iterations=cfg.sinkhorn_iterations
             )
@@ -248,7 +302,7 @@ class Trainer:
                     t_scores = self.teacher.prototype_logits(z_t).chunk(2)  # 2 x (B, K)
                 out = self.student(views)  # prototypes now fixed for this step
                 student_scores = list(out.scores.chunk(len(views)))  # V x (B, K)
-                if cfg.method.startswith("carp"):
+                if self.model.config.family == "carp":
                     terms = self.criterion(student=student_scores, teacher=list(t_scores))
                 else:
                     terms = self.criterion(
@@ -269,7 +323,7 @@ class Trainer:
                 logs[k] = logs.get(k, 0.0) + v.item() / len(micro_batches)
         if cfg.clip_grad:
             acc.clip_grad_norm_(self.student.parameters(), cfg.clip_grad)
-        if s < cfg.freeze_last_layer_steps and not cfg.method.endswith("_dec"):
+        if s < cfg.freeze_last_layer_steps and not self.model.config.decoupled:
             self.model.prototype_source.weight.grad = None  # DINO: keep the last layer fixed early
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -278,7 +332,7 @@ class Trainer:
             t_params: list[Tensor] = list(self.teacher.parameters())
             torch._foreach_lerp_(t_params, list(self.model.parameters()), 1.0 - m)
         self.step += 1
-        return {**logs, "lr": lr, "teacher_momentum": m, "beta": beta if cfg.method.endswith("_dec") else 1.0}
+        return {**logs, "lr": lr, "teacher_momentum": m, "beta": beta if self.model.config.decoupled else 1.0}
 
     # ====== evaluation ======
     @torch.no_grad()
@@ -286,25 +340,21 @@ class Trainer:
         """k-NN top-1 of the teacher's features and the collapse report of the prototypes.
 
         During training: a memory bank of ``eval_bank_size`` training images and the held-out
-        "val" split. At the end (``final``): the whole training set (long-tailed like the training
-        data when ``long_tail`` is set, with k-NN per head/medium/tail class group) against the
-        "test" split.
+        "val" split (at most ``eval_val_size`` images of it). At the end (``final``): the whole training
+        set (long-tailed like the training data when ``long_tail`` is set, with k-NN per head/medium/tail
+        class group) against the test split (:func:`final_eval_splits`). Every process encodes its
+        shard of the images; all of them get the whole result.
         """
-        cfg, device = self.cfg, self.accelerator.device
-        model = self.teacher
+        cfg, model = self.cfg, self.teacher
+        bank_set, query_set, split = self.bank_set, self.val_set, "val"
         if final:
-            bank = build_dataset(cfg.dataset, "trainval", transform=self.eval_tf, root=cfg.data_root,
-                                 long_tail=cfg.long_tail, seed=cfg.seed)  # fmt: skip
-            bank_loader = self._eval_loader(bank)
-            query_loader = self._eval_loader(
-                build_dataset(cfg.dataset, "test", transform=self.eval_tf, root=cfg.data_root)
-            )
-        else:
-            bank_loader, query_loader = self.bank_loader, self.val_loader
-        with self.accelerator.autocast():
-            bank_f, bank_y = extract_features(model, bank_loader, device=device)
-            query_f, query_y = extract_features(model, query_loader, device=device)
-            assign, _ = extract_features(model, query_loader, field="assignments", device=device)
+            bank_split, split = final_eval_splits(cfg.dataset)
+            bank_set = build_dataset(cfg.dataset, bank_split, transform=self.eval_tf, root=cfg.data_root,
+                                     long_tail=cfg.long_tail, seed=cfg.seed)  # fmt: skip
+            query_set = build_dataset(cfg.dataset, split, transform=self.eval_tf, root=cfg.data_root)
+        acc, workers = self.accelerator, cfg.num_workers
+        bank_f, _, bank_y = gather_outputs(acc, model, bank_set, num_workers=workers)
+        query_f, assign, query_y = gather_outputs(acc, model, query_set, num_workers=workers)
         source = model.prototype_source
         masses = source.mass.cpu() if isinstance(source, OnlineGMM) else None
         report = collapse_report(
@@ -322,7 +372,7 @@ class Trainer:
             "nn_cosine_mean": report.nn_cosine_mean,
         }
         if final:
-            result["split"] = "test"
+            result["split"] = split
             preds = knn_predict(bank_f, bank_y, query_f)
             result["knn_preds"], result["labels"] = preds.tolist(), query_y.tolist()
             if cfg.long_tail:
@@ -358,16 +408,30 @@ class Trainer:
         acc.wait_for_everyone()
 
     def load_checkpoint(self) -> bool:
-        """Restore the latest complete checkpoint of output_dir; False when there is none."""
+        """Restore the latest complete checkpoint of output_dir; False when there is none.
+
+        Process 0 picks the checkpoint and every process loads that one, so all resume from the same step.
+
+        Raises:
+            FileNotFoundError: when a process cannot see the checkpoint process 0 picked.
+        """
+        acc = self.accelerator
+        acc.wait_for_everyone()  # no process looks while another still renames
         found = sorted((self.out / "checkpoints").glob("step_???????"))
-        if not found:
+        step = broadcast(torch.tensor([int(found[-1].name[5:]) if found else -1], device=acc.device))
+        if step.item() < 0:
             return False
-        folder = found[-1]
+        folder = self.out / "checkpoints" / f"step_{step.item():07d}"
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"process {acc.process_index} cannot see {folder}, which process 0 resumes from; "
+                "put output_dir on a file system that every process shares"
+            )
         self.accelerator.load_state(str(folder))
-        self.teacher.load_state_dict(
-            load_file(folder / "teacher.safetensors", device=str(self.accelerator.device))
-        )
-        loss_state = load_file(folder / "loss.safetensors", device=str(self.accelerator.device))
+        # read on the CPU (a CPU process's device reads "cpu:<rank>", which safetensors refuses); the copy
+        # into the modules puts the tensors on their device
+        self.teacher.load_state_dict(load_file(folder / "teacher.safetensors", device="cpu"))
+        loss_state = load_file(folder / "loss.safetensors", device="cpu")
         if "_" not in loss_state:
             self.criterion.load_state_dict(loss_state)
         self.step = json.loads((folder / "trainer.json").read_text())["step"]
@@ -387,12 +451,12 @@ class Trainer:
     def _restore_history(self) -> None:
         """Keep metrics.jsonl lines up to the resumed step, so a resumed run appends from there."""
         path = self.out / "metrics.jsonl"
-        if not path.exists():
-            return
-        lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
         keep = [r for r in lines if r["step"] <= self.step and not r.get("final")]
-        if self.accelerator.is_main_process:
-            path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        self.accelerator.wait_for_everyone()  # every process has read the file before it is rewritten
+        if self.accelerator.is_main_process and path.exists():
+            path.with_suffix(".tmp").write_text("".join(json.dumps(r) + "\n" for r in keep))
+            os.replace(path.with_suffix(".tmp"), path)
         self.history = [r for r in keep if "unique" in r]
 
     def _record_eval(self, result: dict[str, Any]) -> None:
@@ -452,13 +516,12 @@ class Trainer:
                     self.log({"step": self.step, "epoch": self.step / self.steps_per_epoch, **logs})
                 epoch_end = self.step % self.steps_per_epoch == 0
                 if self.step % cfg.eval_every == 0 or epoch_end or self.step == self.total_steps:
+                    self._record_eval(self.evaluate())  # every process encodes its shard
+                    r = self.history[-1]
                     if acc.is_main_process:
-                        self._record_eval(self.evaluate())
-                        r = self.history[-1]
                         bar.write(
                             f"step {self.step}: knn {r['knn_top1']:.4f} live {r['live']} unique {r['unique']}"
                         )
-                    acc.wait_for_everyone()
                 if self.step % cfg.save_every == 0 or self.step == self.total_steps:
                     self.save_checkpoint()
                 if self.step >= self.total_steps:
@@ -469,34 +532,21 @@ class Trainer:
     def finish(self) -> dict[str, Any]:
         """Final evaluation on the test split and the Hub-layout model folder under output_dir/model."""
         cfg, acc = self.cfg, self.accelerator
-        results: dict[str, Any] = {}
+        last = self.history[-1] if self.history else {}
+        if cfg.final_eval:
+            last = self.evaluate(final=True)  # every process encodes its shard
+            self.log({k: v for k, v in last.items() if k not in ("knn_preds", "labels")} | {"final": True})
+        results = {
+            "dataset": cfg.dataset,
+            "eval_split": last.get("split", "val"),
+            **{k: last.get(k) for k in CARD_RESULTS},
+            "steps": self.step,
+        }
         if acc.is_main_process:
-            last = self.history[-1] if self.history else {}
             if cfg.final_eval:
-                last = self.evaluate(final=True)
-                self.log(
-                    {k: v for k, v in last.items() if k not in ("knn_preds", "labels")} | {"final": True}
-                )
                 (self.out / "predictions.json").write_text(
                     json.dumps({"preds": last["knn_preds"], "labels": last["labels"]})
                 )
-            results = {
-                "dataset": cfg.dataset,
-                "eval_split": "test" if cfg.final_eval else "val",
-                **{
-                    k: last.get(k)
-                    for k in (
-                        "knn_top1",
-                        "linear_top1",
-                        "unique",
-                        "perplexity",
-                        "dead",
-                        "live",
-                        "unique_live",
-                    )
-                },
-                "steps": self.step,
-            }
             self.save_model(results)
         acc.wait_for_everyone()
         acc.end_training()
@@ -504,8 +554,6 @@ class Trainer:
 
     def save_model(self, results: dict[str, Any]) -> None:
         """Write the teacher as a Hub-layout folder under output_dir/model, with results for its card."""
-        from protozoo.hub import save_pretrained
-
-        save_pretrained(
-            self.teacher, self.out / "model", results=results, recipe=self.cfg.to_dict(), name=self.cfg.name
+        self.teacher.save_pretrained(
+            self.out / "model", results=results, recipe=self.cfg.to_dict(), name=self.cfg.name
         )

@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from protozoo.hub import load, save_pretrained
+from protozoo.model import ProtoModel
 from protozoo.registry import ZOO, ZOO_DIR
 
 
@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     args = parser.parse_args(argv)
     block = json.loads((Path(args.folder) / "config.json").read_text())["protozoo"]
-    target = save_pretrained(
-        load(args.folder), ZOO_DIR / args.name, results=block.get("results"), recipe=block.get("recipe"),
+    target = ProtoModel.from_pretrained(args.folder).save_pretrained(
+        ZOO_DIR / args.name, results=block.get("results"), recipe=block.get("recipe"),
         dtype=args.dtype, name=args.name,
     )  # fmt: skip
     size = sum(f.stat().st_size for f in target.iterdir()) / 2**20

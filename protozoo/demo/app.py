@@ -126,7 +126,7 @@ class _App:
             return session
 
     def _load(self, name: str) -> _Session:
-        from protozoo.hub import load
+        from protozoo.model import load
 
         model = load(name, device="cpu")
         digest = _weights_digest(model)
@@ -167,7 +167,7 @@ class _App:
     @staticmethod
     def _baseline(name: str) -> tuple[str, dict[str, float]] | None:
         """The joint-training baseline the zoo registry names for a model, with its curve, when both exist."""
-        from protozoo.hub import load_prototypes
+        from protozoo.model import load_prototypes
 
         # a ZooEntry's ``baseline``: the zoo name, Hub id or folder of the same recipe trained jointly
         baseline = getattr(registry.ZOO.get(name), "baseline", None)
@@ -215,7 +215,7 @@ class _App:
 
     def compare(self, other: str | None, name: str) -> tuple[Image.Image, pd.DataFrame]:
         """The collapse curve of the loaded model beside that of ``other`` (a model or a prototype file)."""
-        from protozoo.hub import load_prototypes
+        from protozoo.model import load_prototypes
 
         s = self.session(name)
         other = (other or "").strip()
