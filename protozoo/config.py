@@ -37,7 +37,6 @@ class ProtoConfig:
     gmm_init_samples: int = 4096  # kmeans++: teacher embeddings buffered before the means are seeded
     gmm_split_every: int = 0  # every this many updates, dead GMM components take half of busy ones; 0: never
     gmm_split_min_mass: float = 1.0  # a component with less responsibility since the last check is dead
-    gmm_merge_eps: float = 0.0  # merge GMM components closer than 1 - cos = this at split checks; 0: never
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm kwargs, e.g. drop_path_rate
 
     def __post_init__(self) -> None:

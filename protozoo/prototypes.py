@@ -49,13 +49,10 @@ class OnlineGMM(nn.Module):
         init_samples: "kmeans++" only: how many teacher embeddings are buffered (the means stay random
             meanwhile) before K of them are chosen by k-means++ and the mixture is fitted to them.
         chunk_size: components per chunk in the E-step; bounds memory at B × chunk_size.
-        split_every: every this many updates, components within ``merge_eps`` of a heavier one are
-            merged into it, and each merged or dead one (less than ``split_min_mass`` responsibility
-            since the last check) is replaced by half of a busy one (see ``_relocate``), as
-            DeepCluster relocates empty clusters; 0 never relocates, as in the paper.
+        split_every: every this many updates, each component that got less than ``split_min_mass``
+            responsibility since the last check is replaced by half of the busiest ones (see
+            ``_split``), as DeepCluster relocates empty clusters; 0 never splits, as in the paper.
         split_min_mass: the responsibility since the last check below which a component counts as dead.
-        merge_eps: cosine distance 1 − cos below which two prototypes count as one (the collapse
-            measure's eps); 0 never merges.
 
     Example:
         >>> gmm = OnlineGMM(num_prototypes=64, dim=16)
@@ -88,7 +85,6 @@ class OnlineGMM(nn.Module):
         chunk_size: int = 4096,
         split_every: int = 0,
         split_min_mass: float = 1.0,
-        merge_eps: float = 0.0,
     ) -> None:
         super().__init__()
         if num_prototypes < 1 or dim < 1:
@@ -107,9 +103,7 @@ class OnlineGMM(nn.Module):
         if split_every < 0:
             raise ValueError(f"split_every must be >= 0 (0 never splits), got {split_every}")
         self.init_noise, self.chunk_size = init_noise, chunk_size
-        if not 0.0 <= merge_eps < 1.0:
-            raise ValueError(f"merge_eps is a cosine distance in [0, 1) (0: never merge), got {merge_eps}")
-        self.split_every, self.split_min_mass, self.merge_eps = split_every, split_min_mass, merge_eps
+        self.split_every, self.split_min_mass = split_every, split_min_mass
         mu = F.normalize(torch.randn(num_prototypes, dim), dim=1)
         var = torch.full((num_prototypes, dim), 1.0 / dim)
         # One pseudo-count of mass per component, so the statistics describe the initial guess.
@@ -230,7 +224,7 @@ class OnlineGMM(nn.Module):
             self.recent_mass.add_(n)
             self.num_updates.add_(1)
             if int(self.num_updates) % self.split_every == 0:
-                self._relocate()
+                self._split()
 
     @staticmethod
     def _add_statistics(gamma: Tensor, hh: Tensor, n: Tensor, stats: Tensor) -> None:
@@ -292,74 +286,31 @@ class OnlineGMM(nn.Module):
         self.initialized.fill_(True)
         return True
 
-    def _relocate(self) -> None:
-        """Merge near-duplicate components, then reseed every merged or dead one from a busy one.
+    def _split(self) -> None:
+        """Replace each dead component (recent mass below ``split_min_mass``) by half of a busy one.
 
-        Merge: a component whose prototype lies within ``merge_eps`` (1 − cos) of a heavier one hands
-        its statistics (A, S1, S2) to the heaviest such. Split: each free component draws a donor
-        among the live ones with probability proportional to its distortion (recent mass × Σ_d σ²),
-        so busy, spread-out components give most. A donor of mean μ and variances σ² keeps its mean;
-        the new component starts at μ + δ u, u a random direction orthogonal to μ and
-        δ = max(rms σ, ‖μ‖ tan θ) with 1 − cos θ = merge_eps (so at least ``merge_eps`` from its
-        donor), with the donor's variances; the donor's mass is shared equally between it and the
-        components it seeds, so the total mass is unchanged. Rank 0's draw is broadcast, so every
-        process holds the same mixture.
+        Donors are the components with the most recent mass, one dead component each. A donor of
+        mean μ and variances σ² is cut along its largest-variance axis e: the two halves get means
+        μ ± σ_e e, the donor's variances and half of its mass (so the mixture's total mass and each
+        half's variance are unchanged), and EM then pulls them apart. Every process computes the same
+        split from the all-reduced statistics.
         """
-        free = self.recent_mass < self.split_min_mass  # (K,) dead since the last check
-        if self.merge_eps:
-            into = self._merge_targets()
-            merged = into != torch.arange(self.num_prototypes, device=into.device)
-            for stat in (self.mass, self.s1, self.s2):
-                stat.index_add_(0, into[merged], stat[merged])
-            self.recent_mass.index_add_(0, into[merged], self.recent_mass[merged])
-            self.mass[merged] = 1.0  # back to the initial pseudo-count until a split refills it
-            self.s1[merged] = self.means[merged]
-            self.s2[merged] = self.variances[merged] + self.means[merged] ** 2
-            free |= merged
-        weight = torch.where(free, 0.0, self.recent_mass * self.variances.sum(1))  # (K,) distortion
+        dead = (self.recent_mass < self.split_min_mass).nonzero().squeeze(1)
+        donors = self.recent_mass.argsort(descending=True)[: len(dead)]
+        donors = donors[self.recent_mass[donors] >= 2 * self.split_min_mass]  # only busy ones are cut
+        dead = dead[: len(donors)]  # more dead than donors: the rest wait for the next check
         self.recent_mass.zero_()
-        free = free.nonzero().squeeze(1)
-        if len(free) == 0 or not weight.any():
-            self._m_step()
+        if len(dead) == 0:
             return
-        donors = torch.multinomial(weight, len(free), replacement=True)  # busy, spread ones most often
         mu, var = self.means[donors], self.variances[donors]  # (n, d)
-        u = torch.randn_like(mu)
-        unit = F.normalize(mu, dim=1)
-        u = F.normalize(u - (u * unit).sum(1, keepdim=True) * unit, dim=1)  # random, orthogonal to μ
-        apart = ((1.0 - self.merge_eps) ** -2 - 1.0) ** 0.5  # tan of the angle with 1 − cos = merge_eps
-        delta = var.mean(1, keepdim=True).sqrt().maximum(mu.norm(dim=1, keepdim=True) * apart)
-        mean = mu + delta * u
-        broadcast_(donors)
-        broadcast_(mean)
-        # each donor shares its mass equally with the components it seeds
-        shares = 1.0 + torch.bincount(donors, minlength=self.num_prototypes).float()
-        self.mass.div_(shares)
-        self.s1.div_(shares[:, None])
-        self.s2.div_(shares[:, None])
-        mass = self.mass[donors]
-        self.mass[free] = mass
-        self.s1[free] = mass[:, None] * mean
-        self.s2[free] = mass[:, None] * (var + mean**2)
+        axis = var.argmax(1, keepdim=True)  # (n, 1): the largest-variance axis of each donor
+        step = torch.zeros_like(mu).scatter_(1, axis, var.gather(1, axis).sqrt())  # (n, d): σ_e e
+        mass = self.mass[donors] / 2
+        for index, mean in ((donors, mu + step), (dead, mu - step)):
+            self.mass[index] = mass
+            self.s1[index] = mass[:, None] * mean
+            self.s2[index] = mass[:, None] * (var + mean**2)
         self._m_step()
-
-    def _merge_targets(self) -> Tensor:
-        """(K,) for each component the heaviest heavier one within ``merge_eps``, itself if none;
-        chains (c into b into a) end at a component that is merged into nothing."""
-        c, mass = self.prototypes, self.mass
-        index = torch.arange(self.num_prototypes, device=c.device)
-        into = index.clone()
-        for start in range(0, self.num_prototypes, self.chunk_size):
-            k = slice(start, start + self.chunk_size)
-            close = c[k] @ c.T > 1.0 - self.merge_eps  # (Kc, K)
-            heavier = (mass[None] > mass[k, None]) | (
-                (mass[None] == mass[k, None]) & (index[None] < index[k, None])
-            )
-            weight = torch.where(close & heavier, mass[None], -1.0)  # (Kc, K)
-            into[k] = torch.where(weight.amax(1) > 0, weight.argmax(1), index[k])
-        while not torch.equal(into[into], into):
-            into = into[into]
-        return into
 
     def _check(self, h: Tensor) -> Tensor:
         if not isinstance(h, Tensor) or h.dim() != 2 or h.shape[1] != self.dim or h.shape[0] == 0:
@@ -377,8 +328,7 @@ class OnlineGMM(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"num_prototypes={self.num_prototypes}, dim={self.dim}, eta={self.eta}, init={self.init!r}, "
-            f"split_every={self.split_every}, split_min_mass={self.split_min_mass}, "
-            f"merge_eps={self.merge_eps}"
+            f"split_every={self.split_every}, split_min_mass={self.split_min_mass}"
         )
 
 

@@ -158,43 +158,23 @@ def test_without_splitting_most_components_stay_dead_and_with_it_every_one_carri
     assert carrying[10] == 256 and used[10] >= 0.95 * 256, (carrying, used)
 
 
-def test_relocation_seeds_a_dead_component_next_to_a_busy_one_and_shares_its_mass():
+def test_split_gives_a_dead_component_half_of_the_busiest_one():
     torch.manual_seed(0)
     gmm = OnlineGMM(4, 3, split_every=1)
     gmm.mass.copy_(torch.tensor([10.0, 1.0, 30.0, 20.0]))
     gmm.s1.copy_(gmm.mass[:, None] * F.normalize(torch.randn(4, 3), dim=1))
     gmm.s2.copy_(gmm.s1**2 / gmm.mass[:, None] + gmm.mass[:, None] * torch.tensor([0.01, 0.04, 0.02]))
     gmm._m_step()
-    gmm.recent_mass.copy_(torch.tensor([5.0, 0.5, 9.0, 7.0]))  # component 1 is dead
-    means, masses = gmm.means.clone(), gmm.mass.clone()
-    gmm._relocate()
-    donor = [0, 2, 3][int((gmm.mass - masses)[[0, 2, 3]].argmin())]  # the one whose mass was shared
-    torch.testing.assert_close(gmm.means[donor], means[donor])  # the donor keeps its mean
-    step = gmm.means[1] - means[donor]
-    torch.testing.assert_close(step.norm(), torch.tensor(0.07 / 3) ** 0.5)  # rms sigma of the donor
-    assert abs(float(step @ means[donor])) < 1e-6  # orthogonal to it
-    torch.testing.assert_close(gmm.mass[[1, donor]], masses[[donor, donor]] / 2)
-    torch.testing.assert_close(gmm.mass.sum(), masses.sum() - 1.0)  # the dead one's pseudo-count is dropped
+    gmm.recent_mass.copy_(torch.tensor([5.0, 0.5, 9.0, 7.0]))  # component 1 is dead, 2 the busiest
+    mu, var, total = gmm.means[2].clone(), gmm.variances[2].clone(), gmm.mass.sum()
+    gmm._split()
+    step = torch.tensor([0.0, 0.2, 0.0])  # sigma along the largest-variance axis (0.04 -> 0.2)
+    torch.testing.assert_close(gmm.means[2], mu + step)
+    torch.testing.assert_close(gmm.means[1], mu - step)
+    torch.testing.assert_close(gmm.variances[1], var)
+    torch.testing.assert_close(gmm.mass[[1, 2]], torch.tensor([15.0, 15.0]))
+    torch.testing.assert_close(gmm.mass.sum(), total - 1.0)  # the dead one's pseudo-count is dropped
     assert (gmm.recent_mass == 0).all()
-
-
-def test_merge_folds_near_duplicates_into_the_heavier_and_reseeds_them_merge_eps_away():
-    torch.manual_seed(0)
-    gmm = OnlineGMM(6, 16, split_every=1, merge_eps=0.1)
-    mu = F.normalize(torch.randn(6, 16), dim=1)
-    mu[1] = F.normalize(mu[0] + 0.05 * torch.randn(16), dim=0)  # within 1 - cos < 0.1 of component 0
-    mass = torch.tensor([50.0, 20.0, 10.0, 10.0, 10.0, 10.0])
-    gmm.mass.copy_(mass)
-    gmm.s1.copy_(mass[:, None] * mu)
-    gmm.s2.copy_(mass[:, None] * (mu**2 + 0.01))
-    gmm._m_step()
-    gmm.recent_mass.copy_(mass)
-    before = gmm.means.clone()
-    gmm._relocate()
-    torch.testing.assert_close(gmm.mass.sum(), mass.sum())  # the duplicate's mass went to component 0
-    donor = [0, 2, 3, 4, 5][int((before - gmm.means[1]).norm(dim=1)[[0, 2, 3, 4, 5]].argmin())]
-    cos = F.normalize(gmm.means[1], dim=0) @ F.normalize(before[donor], dim=0)
-    assert 1 - cos >= 0.1 - 1e-5  # reseeded merge_eps away from its donor
 
 
 def test_published_state_without_split_counters_loads():

@@ -88,7 +88,6 @@ class TrainConfig:
     gmm_init_samples: int = 4096  # kmeans++: teacher embeddings buffered before seeding (>= K; 4 K is good)
     gmm_split_every: int = 0  # every this many steps, dead components take half of the busiest ones
     gmm_split_min_mass: float = 1.0  # responsibility since the last check below which a component is dead
-    gmm_merge_eps: float = 0.0  # at each split check, merge components closer than this (1 - cos); 0: never
     # ---- evaluation, logging, checkpoints ----
     eval_every: int = 200  # steps between k-NN + collapse evaluations (also at each epoch end)
     eval_bank_size: int = 10000  # training images in the k-NN memory bank during training
