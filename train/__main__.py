@@ -65,15 +65,24 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     results = trainer.fit()
     if trainer.accelerator.is_main_process:
-        unique = results.get("unique") or {}
-        print("\n== collapse report (unique prototypes / K) ==")
-        for eps, frac in unique.items():
-            print(f"  eps {eps:>6}: {frac:.4f}")
+        k, live = cfg.num_prototypes, results.get("live")
+        print("\n== collapse report ==")
+        if live is not None:
+            print(
+                f"live prototypes (the argmax of at least one held-out image): {live} of {k}; dead {k - live}"
+            )
+        print(f"  {'eps':>6}  {'unique / K':>10}  {'unique among live':>17}")
+        for eps, frac in (results.get("unique") or {}).items():
+            among = (results.get("unique_live") or {}).get(eps)
+            print(f"  {eps:>6}  {frac:>10.4f}  {among if among is None else f'{among:.4f}':>17}")
         print(f"usage perplexity / K: {results.get('perplexity')}")
         split = results.get("eval_split")
         print(f"k-NN top-1 ({cfg.dataset} {split}): {results.get('knn_top1')}")
+        if trainer.knn_pixels is not None:
+            print(f"k-NN top-1 of raw pixels on the same split: {trainer.knn_pixels}")
         if cfg.method not in ANCHORS:  # lightly's heads are not a ProtoModel: weights stay in checkpoints/
             print(f"model written to {cfg.output_dir}/model")
+            print(f'load it with: model = protozoo.load("{cfg.output_dir}/model")')
 
 
 if __name__ == "__main__":

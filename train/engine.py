@@ -117,6 +117,12 @@ def accelerator_options(mixed_precision: str) -> dict[str, Any]:
 
 
 @torch.no_grad()
+def pixels(dataset: Dataset) -> tuple[Tensor, Tensor]:
+    """(flattened normalised images (N, C·H·W), labels (N,)): the features of raw-pixel k-NN."""
+    images, labels = zip(*((x.flatten(1), y) for x, y in DataLoader(dataset, batch_size=1024)), strict=True)
+    return torch.cat(images), torch.cat(labels)
+
+
 def gather_outputs(
     accelerator: Accelerator, model: ProtoModel, dataset: Dataset, batch_size: int = 512, num_workers: int = 0
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -176,6 +182,7 @@ class Trainer:
         self._build_model()
         self.step = 0
         self.history: list[dict[str, Any]] = []
+        self.knn_pixels: float | None = None  # raw-pixel k-NN on the final evaluation's split
 
     # ====== data ======
     def _build_data(self) -> None:
@@ -380,6 +387,7 @@ class Trainer:
                 result["knn_groups"] = per_group_accuracy(preds, query_y, groups)
             if cfg.linear_probe:
                 result["linear_top1"] = linear_probe(bank_f, bank_y, query_f, query_y)
+            result["knn_pixels"] = knn_accuracy(*pixels(bank_set), *pixels(query_set))  # the floor to beat
         return result
 
     # ====== checkpoints ======
@@ -536,6 +544,7 @@ class Trainer:
         if cfg.final_eval:
             last = self.evaluate(final=True)  # every process encodes its shard
             self.log({k: v for k, v in last.items() if k not in ("knn_preds", "labels")} | {"final": True})
+            self.knn_pixels = last["knn_pixels"]
         results = {
             "dataset": cfg.dataset,
             "eval_split": last.get("split", "val"),
