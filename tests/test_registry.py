@@ -120,3 +120,11 @@ def test_zoo_name_offline_and_not_cached_says_so(
 def test_unknown_names_list_close_names_and_accepted_forms(name: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         load(name)
+
+
+def test_entries_name_their_hub_repo_revision_and_baseline() -> None:
+    entry = registry.ZOO["dp-resnet18-fmnist"]
+    assert registry.by_hub_id(entry.hub_id) is entry and registry.by_hub_id("org/unknown") is None
+    assert (entry.revision, entry.baseline) == (None, None)  # nothing pinned, no joint baseline shipped
+    joint = registry.ZooEntry("x", "org/x", "a model", baseline="org/x-joint")
+    assert joint.baseline == "org/x-joint"  # what the demo's "joint baseline" curve reads
