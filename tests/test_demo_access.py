@@ -132,7 +132,7 @@ def test_fetch_refuses_what_is_not_a_model(hub: HubServer) -> None:
     from huggingface_hub import HfApi
 
     HfApi().create_repo("org/notes")
-    HfApi().upload_file(path_or_fileobj=b"# notes", path_in_repo="README.md", repo_id="org/notes")
+    HfApi().upload_file(path_or_fileobj=b"notes", path_in_repo="notes.txt", repo_id="org/notes")
     with pytest.raises(
         ValueError, match="'org/notes' has no config.json, model.safetensors, head.safetensors"
     ):
@@ -194,3 +194,25 @@ def test_public_demo_serves_only_what_is_allowed(hub: HubServer, folders: list[P
         assert str(folders[0].resolve()) in status
     finally:
         demo.close()
+
+
+# ---- the package's own structure ----
+def test_demo_modules_share_public_names_only_and_import_no_circle() -> None:
+    import ast
+
+    import protozoo.demo
+
+    folder = Path(protozoo.demo.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in folder.glob("*.py"):
+        graph[path.stem] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("protozoo.demo."):
+                graph[path.stem].add(node.module.removeprefix("protozoo.demo."))
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports private names {private} from {node.module}"
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        return any(m == target or (m not in seen and reaches(m, target, seen | {m})) for m in graph[start])
+
+    assert not [m for m in graph if reaches(m, m, {m})], graph
