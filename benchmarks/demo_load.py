@@ -9,7 +9,8 @@ its own gradio_client session, send calls for ``--seconds`` seconds, each drawn 
 
 - a valid upload to /assign (a Fashion-MNIST image, PNG or JPEG, sometimes 2000 px wide);
 - a bad upload to /assign: text, an empty file, a truncated PNG, a 45-megapixel PNG, a PNG header that
-  claims 30000 x 30000 pixels, or a 24 MB file over the 20 MB upload limit;
+  claims 30000 x 30000 pixels, or a 24 MB file over the 20 MB upload limit (posted straight to gradio's
+  upload route, since gradio_client refuses it before sending);
 - a model switch (/load_model of another of the four models);
 - a refused load (/load_model or /compare of a path such as /etc or ../../etc/passwd, or a Hub id that
   is not allowed).
@@ -54,7 +55,7 @@ BAD = {  # kind -> the message the intended refusal contains
     "truncated": "could not be decoded",
     "huge": "megapixels; the demo accepts up to",
     "bomb": "megapixels; the demo accepts up to",
-    "oversize": "File size exceeds the maximum allowed size",
+    "oversize": "maximum allowed size",  # sent straight to the upload route: gradio_client checks first
 }
 SERVER = """
 import logging, sys
@@ -134,7 +135,7 @@ class Client:
     def __init__(self, url: str, seed: int, inputs: dict[str, list[Path]], models: list[str]) -> None:
         from gradio_client import Client as GradioClient
 
-        self.client = GradioClient(url, verbose=False, download_files=False)
+        self.url, self.client = url, GradioClient(url, verbose=False, download_files=False)
         self.rng, self.inputs, self.models = random.Random(seed), inputs, models
         self.outcomes: Counter[str] = Counter()
         self.errors: list[str] = []
@@ -142,6 +143,15 @@ class Client:
 
     def call(self, *args: Any, api_name: str) -> Any:
         return self.client.submit(*args, api_name=api_name).result(timeout=300)
+
+    def upload_raw(self, path: Path) -> None:
+        """POST a file to gradio's upload route as a browser would; raise with the answer if refused."""
+        import httpx
+
+        with open(path, "rb") as f:
+            r = httpx.post(f"{self.url}gradio_api/upload", files=[("files", (path.name, f))], timeout=300)
+        if r.status_code != 200:
+            raise RuntimeError(f"{r.status_code}: {r.text}")
 
     def one(self) -> None:
         from gradio_client import handle_file
@@ -159,7 +169,10 @@ class Client:
             elif kind == "bad":
                 what = self.rng.choice(list(BAD))
                 kind, expected = f"bad:{what}", BAD[what]
-                self.call(handle_file(self.inputs[what][0]), 5, "auto", api_name="/assign")
+                if what == "oversize":
+                    self.upload_raw(self.inputs[what][0])
+                else:
+                    self.call(handle_file(self.inputs[what][0]), 5, "auto", api_name="/assign")
             elif kind == "switch":
                 name = self.rng.choice(self.models)
                 status = self.call(name, api_name="/load_model")[0]

@@ -62,6 +62,10 @@ def fetch_model(repo_id: str, max_bytes: int = MAX_MODEL_BYTES, timeout: float =
         raise FileNotFoundError(f"Hub repo {repo_id!r} not found; check the id") from e
     except (HfHubHTTPError, OSError) as e:
         raise OSError(f"Could not reach the Hub for {repo_id!r}: {e}") from e
+    except Exception as e:  # the HTTP client's own errors (a time-out, a refused connection) are not OSErrors
+        if "Timeout" in type(e).__name__:
+            raise _timeout(repo_id, timeout) from e
+        raise OSError(f"Could not reach the Hub for {repo_id!r}: {e}") from e
     _check_sizes(repo_id, {s.rfilename: s.size for s in info.siblings or []}, max_bytes)
     args = [repo_id, info.sha or "main", constants.HF_HUB_CACHE, constants.ENDPOINT, *NEEDED]
     try:
@@ -73,13 +77,17 @@ def fetch_model(repo_id: str, max_bytes: int = MAX_MODEL_BYTES, timeout: float =
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise TimeoutError(
-            f"Loading {repo_id!r} took longer than {timeout:.0f} s, so it was stopped; try again later"
-        ) from None
+        raise _timeout(repo_id, timeout) from None
     if done.returncode:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise OSError(f"Downloading {repo_id!r} failed: {last}")
     return Path(done.stdout.strip().splitlines()[-1])
+
+
+def _timeout(repo_id: str, timeout: float) -> TimeoutError:
+    return TimeoutError(
+        f"Loading {repo_id!r} took longer than {timeout:.0f} s, so it was stopped; try again later"
+    )
 
 
 def _check_sizes(repo_id: str, sizes: dict[str, int | None], max_bytes: int) -> None:
