@@ -106,7 +106,7 @@ def build_demo(
                 label="...or a zoo name, Hub id or model folder" if not public else "...or an allowed Hub id",
                 placeholder="runs/x/model"
                 if not public or allow_local
-                else ", ".join(access.allowed) or None,
+                else ", ".join(m for m, source in access.allowed.items() if source.kind == "hub") or None,
                 scale=3,
             )
             load_button = gr.Button("Load", scale=1)
