@@ -222,9 +222,7 @@ class DemoApp:
         try:
             source = self.access.source(name)
             s = self.session(source)
-        except Refused as e:
-            raise self._refuse(name, source, e, "load") from None
-        except (ValueError, FileNotFoundError, TypeError, OSError) as e:
+        except (ValueError, FileNotFoundError, TypeError, OSError) as e:  # Refused is a ValueError
             if not name:
                 raise gr.Error(str(e)) from None
             raise self._refuse(name, source, e, "load") from None
