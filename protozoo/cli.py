@@ -75,7 +75,15 @@ def _publish(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from protozoo.demo import launch
 
-    launch(model=args.model, backend=args.backend, port=args.port, host=args.host)
+    launch(
+        model=args.model,
+        backend=args.backend,
+        port=args.port,
+        host=args.host,
+        public=args.public,
+        allow_models=args.allow_models,
+        allow_local=args.allow_local,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,7 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="zoo name or local folder (default: the first zoo model)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves the network (and turns --public on)")
+    p.add_argument(
+        "--public",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="visitors load only zoo models and --allow-models (default: on unless --host is loopback)",
+    )
+    p.add_argument(
+        "--allow-models", nargs="+", default=[], metavar="ORG/NAME", help="Hub ids visitors may load"
+    )
+    p.add_argument(
+        "--allow-local",
+        action="store_true",
+        help="let visitors load local model folders by path (their errors then show which paths exist)",
+    )
     p.set_defaults(func=_demo)
     return parser
 

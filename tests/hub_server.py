@@ -11,7 +11,7 @@ commit NDJSON carries each file inline as base64. Read from huggingface_hub 2.4'
 - ``POST /api/models/{repo}/preupload/{rev}``        upload mode of each file
 - ``POST /api/models/{repo}/commit/{rev}``           NDJSON: header, then one line per file added or deleted
 - ``POST /api/models/{repo}/branch/{branch}``        create a branch (409 when it exists)
-- ``GET  /api/models/{repo}[/revision/{rev}]``       model info: sha and siblings
+- ``GET  /api/models/{repo}[/revision/{rev}]``       model info: sha and siblings (sizes with ?blobs=true)
 - ``GET  /api/models/{repo}/tree/{rev}``             file listing (one page)
 - ``HEAD|GET /{repo}/resolve/{rev}/{path}``          file with X-Repo-Commit, ETag, Content-Length
 
@@ -25,9 +25,10 @@ import hashlib
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
@@ -68,12 +69,14 @@ class HubServer:
     Attributes:
         repos: repo id -> :class:`Repo`.
         requests: (method, path, Authorization header) of every request received, in order.
+        delay: seconds each file download waits before answering (a slow Hub).
     """
 
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str, str | None]] = []
         self.lock = threading.Lock()
+        self.delay = 0.0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -111,11 +114,14 @@ class HubServer:
 
     # ---- request handling ----
     def _handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
-        path = urlsplit(h.path).path
+        url = urlsplit(h.path)
+        path, blobs = url.path, parse_qs(url.query).get("blobs", [""])[0].lower() == "true"
         body = h.rfile.read(int(h.headers.get("Content-Length") or 0)) if method == "POST" else b""
         with self.lock:
             self.requests.append((method, path, h.headers.get("Authorization")))
-            status, headers, payload = self._route(method, path, body)
+            status, headers, payload = self._route(method, path, body, blobs)
+        if self.delay and _RESOLVE.match(path):
+            time.sleep(self.delay)
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         h.send_response(status)
         for key, value in {
@@ -128,7 +134,7 @@ class HubServer:
         if method != "HEAD":
             h.wfile.write(data)
 
-    def _route(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, str], object]:
+    def _route(self, method: str, path: str, body: bytes, blobs: bool) -> tuple[int, dict[str, str], object]:
         if method == "POST" and path == "/api/repos/create":
             return self._create_repo(json.loads(body))
         if method == "POST" and path == "/api/validate-yaml":
@@ -158,7 +164,11 @@ class HubServer:
             if method == "GET" and action in (None, "revision"):
                 files = repo.resolve(arg) or {}
                 info = {"id": repo_id, "modelId": repo_id, "sha": repo.oid(arg), "private": repo.private}
-                return 200, {}, info | {"siblings": [{"rfilename": name} for name in sorted(files)]}
+                siblings = [
+                    {"rfilename": name} | ({"size": len(data), "blobId": blob_oid(data)} if blobs else {})
+                    for name, data in sorted(files.items())
+                ]
+                return 200, {}, info | {"siblings": siblings}
             if method == "GET" and action == "tree":
                 files = repo.resolve(arg) or {}
                 return (

@@ -457,14 +457,19 @@ class Trainer:
             self.accelerator.log(flat, step=record["step"])
 
     def _restore_history(self) -> None:
-        """Keep metrics.jsonl lines up to the resumed step, so a resumed run appends from there."""
+        """Keep metrics.jsonl lines up to the resumed step, so a resumed run appends from there.
+
+        A fresh start (step 0) keeps none. The file is rewritten under a temporary name and renamed,
+        so a crash here cannot lose the lines a later resume needs.
+        """
         path = self.out / "metrics.jsonl"
         lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
-        keep = [r for r in lines if r["step"] <= self.step and not r.get("final")]
+        keep = [r for r in lines if 0 < self.step and r["step"] <= self.step and not r.get("final")]
         self.accelerator.wait_for_everyone()  # every process has read the file before it is rewritten
         if self.accelerator.is_main_process and path.exists():
-            path.with_suffix(".tmp").write_text("".join(json.dumps(r) + "\n" for r in keep))
-            os.replace(path.with_suffix(".tmp"), path)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+            os.replace(tmp, path)
         self.history = [r for r in keep if "unique" in r]
 
     def _record_eval(self, result: dict[str, Any]) -> None:

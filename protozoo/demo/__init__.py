@@ -17,7 +17,18 @@ the backend and the projection. Later interactions only encode the uploaded imag
 in well under a second on a laptop CPU. The ``onnx`` backend exports the model once into the same cache and
 serves it with ONNX Runtime.
 
-Run it with ``protozoo demo [--model NAME|FOLDER] [--backend torch|onnx]`` or ``python app/app.py``.
+Served beyond loopback (``--host 0.0.0.0``), in ``app/app.py``, or with ``--public``, the demo runs in public
+mode: visitors load only zoo names, the Hub ids of ``--allow-models`` and the starting model; local folders
+only with ``--allow-local``; every refusal reads the same whether a path exists or not. Hub models are
+size-checked before download, fetched file by file within a time limit, and at most MAX_SESSIONS models stay
+in memory (see SECURITY.md).
+
+Modules: ``access`` (what a visitor may load), ``fetch`` (bounded Hub downloads), ``reference`` (encoders and
+the cached reference set), ``figures`` (drawing), ``uploads`` (safe image decoding), ``app`` (sessions and
+the events), ``ui`` (the page and serving).
+
+Run it with ``protozoo demo [--model NAME|FOLDER] [--backend torch|onnx] [--public] [--allow-models ID ...]``
+or ``python app/app.py``.
 """
 
 try:

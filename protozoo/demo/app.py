@@ -20,29 +20,40 @@ from torch import Tensor
 from protozoo import registry
 from protozoo.collapse import unique_fractions, usage
 from protozoo.config import ProtoConfig
-from protozoo.demo.constants import BACKENDS, CURVE_EPS, GALLERY_LEN, MAX_SESSIONS, NUM_NEIGHBOURS, STRIP_LEN
+from protozoo.demo.access import Access, ModelSource, Refused
+from protozoo.demo.constants import (
+    BACKENDS,
+    CURVE_EPS,
+    GALLERY_LEN,
+    LOAD_TIMEOUT,
+    MAX_MODEL_BYTES,
+    MAX_SESSIONS,
+    NUM_NEIGHBOURS,
+    STRIP_LEN,
+)
+from protozoo.demo.fetch import fetch_model
 from protozoo.demo.figures import (
-    _atlas_figure,
-    _class_name,
-    _collapse_figure,
-    _collapse_table,
-    _heatmap_figure,
-    _model_view,
-    _render,
-    _strips,
-    _tile,
-    _usage_figure,
+    atlas_figure,
+    class_name,
+    collapse_figure,
+    collapse_table,
+    heatmap_figure,
+    model_view,
+    render,
+    strips,
+    tile,
+    usage_figure,
 )
 from protozoo.demo.reference import (
-    _encode_reference,
-    _OnnxEncoder,
-    _project,
-    _projection_method,
-    _Reference,
-    _reference_images,
-    _save_atomic,
-    _TorchEncoder,
-    _weights_digest,
+    OnnxEncoder,
+    Reference,
+    TorchEncoder,
+    encode_reference,
+    project,
+    projection_method,
+    reference_images,
+    save_atomic,
+    weights_digest,
 )
 from protozoo.demo.uploads import open_upload, prepare_image
 from protozoo.model import ProtoModel
@@ -53,16 +64,16 @@ logger = logging.getLogger(__name__)
 _CACHE_VERSION = 1  # bump when the layout of the cached reference file changes
 
 
-class _Session:
+class Session:
     """One loaded model with its reference set, and the parts of the views that never change."""
 
     def __init__(
         self,
         name: str,
         config: ProtoConfig,
-        encoder: _TorchEncoder | _OnnxEncoder,
+        encoder: TorchEncoder | OnnxEncoder,
         prototypes: Tensor,
-        reference: _Reference,
+        reference: Reference,
         projection: str,
         backend: str,
         baseline: tuple[str, dict[str, float]] | None,
@@ -78,8 +89,8 @@ class _Session:
         m = min(GALLERY_LEN, len(reference.labels))
         self.members = torch.topk(reference.assignments, m, dim=0).indices.T  # (K, M), most assigned first
         self.curve = unique_fractions(prototypes, CURVE_EPS)
-        self.usage_image = _render(_usage_figure(self.counts, usage(reference.assignments)))
-        self.heatmap_image = _render(_heatmap_figure(prototypes, self.counts, reference.assignments.mean(0)))
+        self.usage_image = render(usage_figure(self.counts, usage(reference.assignments)))
+        self.heatmap_image = render(heatmap_figure(prototypes, self.counts, reference.assignments.mean(0)))
 
     def status(self) -> str:
         """One Markdown line describing the loaded model."""
@@ -96,41 +107,57 @@ class _Session:
         return [(self.name, self.curve)] + ([other] if other is not None else [])
 
 
-class _App:
+class DemoApp:
     """Loads models on demand (a few kept in memory, all cached on disk) and answers the demo's events."""
 
-    def __init__(self, backend: str, reference_size: int, cache_dir: Path) -> None:
+    def __init__(
+        self,
+        backend: str,
+        reference_size: int,
+        cache_dir: Path,
+        access: Access,
+        max_model_bytes: int = MAX_MODEL_BYTES,
+        load_timeout: float = LOAD_TIMEOUT,
+    ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"Unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
-        self.backend, self.cache_dir, self.projection = backend, cache_dir, _projection_method()
-        self.images, self.labels = _reference_images(reference_size)
-        self.sessions: OrderedDict[str, _Session] = OrderedDict()
+        self.backend, self.cache_dir, self.projection = backend, cache_dir, projection_method()
+        self.access, self.max_model_bytes, self.load_timeout = access, max_model_bytes, load_timeout
+        self.images, self.labels = reference_images(reference_size)
+        self.sessions: OrderedDict[str, Session] = OrderedDict()  # least recently used first
         self.lock = threading.Lock()  # guards self.sessions
         self.loading = threading.Lock()  # one model load at a time
 
-    def session(self, name: str) -> _Session:
-        """The session of ``name`` (zoo name, Hub id or folder), loaded (or reloaded) when needed.
+    def session(self, source: ModelSource) -> Session:
+        """The session of ``source``, loaded (or reloaded) when needed; at most MAX_SESSIONS stay in memory.
 
         Loads run one at a time, but events on models already in memory never wait for them.
         """
         with self.lock:
-            if name in self.sessions:
-                self.sessions.move_to_end(name)
-                return self.sessions[name]
+            if source.name in self.sessions:
+                self.sessions.move_to_end(source.name)
+                return self.sessions[source.name]
         with self.loading:
-            session = self.sessions.get(name) or self._load(name)
+            session = self.sessions.get(source.name) or self._load(source)
             with self.lock:
-                self.sessions[name] = session
+                self.sessions[source.name] = session
                 while len(self.sessions) > MAX_SESSIONS:
                     self.sessions.popitem(last=False)
             return session
 
-    def _load(self, name: str) -> _Session:
+    def open(self, source: ModelSource) -> ProtoModel:
+        """The model behind ``source``; Hub ids go through the bounded :func:`fetch_model`."""
         from protozoo.model import load
 
-        model = load(name, device="cpu")
-        digest = _weights_digest(model)
-        encoder = self._onnx_encoder(model, digest) if self.backend == "onnx" else _TorchEncoder(model)
+        if source.kind == "hub":
+            return load(fetch_model(source.name, self.max_model_bytes, self.load_timeout), device="cpu")
+        return load(source.name, device="cpu")
+
+    def _load(self, source: ModelSource) -> Session:
+        name = source.name
+        model = self.open(source)
+        digest = weights_digest(model)
+        encoder = self._onnx_encoder(model, digest) if self.backend == "onnx" else TorchEncoder(model)
         # the key: the weights, the reference set, the backend (ONNX numbers differ in the last bits), the map
         spec = f"fashion_mnist/test/{len(self.labels)}/seed0|{self.backend}|{self.projection}"
         key = hashlib.sha256(f"{digest}|{spec}|v{_CACHE_VERSION}".encode()).hexdigest()[:20]
@@ -143,18 +170,18 @@ class _App:
             logger.info(
                 "encoding %d reference images with %s (once, cached in %s)", len(self.labels), name, path
             )
-            tensors = _encode_reference(encoder, self.images)
-            tensors["coords"], tensors["proto_coords"] = _project(
+            tensors = encode_reference(encoder, self.images)
+            tensors["coords"], tensors["proto_coords"] = project(
                 tensors["embeddings"], prototypes, self.projection
             )
-            _save_atomic(tensors, path)
-        reference = _Reference(images=self.images, labels=self.labels, **tensors)
+            save_atomic(tensors, path)
+        reference = Reference(images=self.images, labels=self.labels, **tensors)
         baseline = self._baseline(name)
-        return _Session(
+        return Session(
             name, model.config, encoder, prototypes, reference, self.projection, self.backend, baseline
         )
 
-    def _onnx_encoder(self, model: ProtoModel, digest: str) -> _OnnxEncoder:
+    def _onnx_encoder(self, model: ProtoModel, digest: str) -> OnnxEncoder:
         """Export the model once into the cache (keyed by its weights) and serve the graph."""
         from protozoo.onnx import export_onnx
 
@@ -162,7 +189,7 @@ class _App:
         if not path.is_file():
             logger.info("exporting %s to %s (once)", model.config.architecture, path)
             path = export_onnx(model, path)
-        return _OnnxEncoder(path)
+        return OnnxEncoder(path)
 
     @staticmethod
     def _baseline(name: str) -> tuple[str, dict[str, float]] | None:
@@ -180,63 +207,82 @@ class _App:
             return None
 
     # ---- events: each returns exactly what its outputs show -----------------------------------------------
+    def _refuse(self, text: str, source: ModelSource | None, error: Exception, what: str) -> gr.Error:
+        """The visitor's error: a public demo's failed local load reads exactly as a refusal."""
+        if isinstance(error, Refused):
+            return gr.Error(str(error))
+        if self.access.public and (source is None or source.kind == "local"):
+            logger.warning("refused %r to a visitor: %s", text, error)
+            return gr.Error(str(self.access.refusal(text)))
+        return gr.Error(f"Could not {what} {text!r}: {error}")
+
     def load_model(self, name: str | None) -> tuple[Any, ...]:
-        """Load a model by zoo name, Hub id or folder; every view of it."""
-        name = _model_key(name or "")
-        if not name:
-            raise gr.Error("No model given: pick a zoo model or type a zoo name, Hub id or model folder.")
+        """Load a model by zoo name, Hub id or folder (as the access policy allows); every view of it."""
+        name, source = (name or "").strip(), None
         try:
-            s = self.session(name)
-        except (ValueError, FileNotFoundError, TypeError, OSError) as e:
-            raise gr.Error(f"Could not load {name!r}: {e}") from None
+            source = self.access.source(name)
+            s = self.session(source)
+        except (ValueError, FileNotFoundError, TypeError, OSError) as e:  # Refused is a ValueError
+            if not name:
+                raise gr.Error(str(e)) from None
+            raise self._refuse(name, source, e, "load") from None
         selected = int(s.counts.argmax())
         curves = s.curves()
         return (
-            name,
+            source,
             s.status(),
             gr.Slider(minimum=0, maximum=s.num_prototypes - 1, value=selected),
-            *self.prototype(selected, name),
+            *self.prototype(selected, source),
             s.usage_image,
             s.heatmap_image,
-            _render(_collapse_figure(curves)),
-            _collapse_table(curves),
+            render(collapse_figure(curves)),
+            collapse_table(curves),
         )
 
-    def prototype(self, selected: float, name: str) -> tuple[Image.Image, list[tuple[Image.Image, str]]]:
+    def prototype(
+        self, selected: float, source: ModelSource
+    ) -> tuple[Image.Image, list[tuple[Image.Image, str]]]:
         """The atlas with one prototype highlighted, and the gallery of its most assigned reference images."""
-        s = self.session(name)
+        s = self.session(source)
         k = int(selected)  # the slider's bounds are checked by gradio
         p = s.ref.assignments[:, k]
         gallery = [
-            (_tile(s.ref.images[i : i + 1]), f"{_class_name(s.ref.labels[i])} · {p[i]:.3f}")
+            (tile(s.ref.images[i : i + 1]), f"{class_name(s.ref.labels[i])} · {p[i]:.3f}")
             for i in s.members[k].tolist()
         ]
-        return _render(_atlas_figure(s, k)), gallery
+        atlas = atlas_figure(
+            s.ref.coords, s.ref.proto_coords, s.winners, s.counts, s.members, k, s.projection
+        )
+        return render(atlas), gallery
 
-    def compare(self, other: str | None, name: str) -> tuple[Image.Image, pd.DataFrame]:
+    def compare(self, other: str | None, source: ModelSource) -> tuple[Image.Image, pd.DataFrame]:
         """The collapse curve of the loaded model beside that of ``other`` (a model or a prototype file)."""
         from protozoo.model import load_prototypes
 
-        s = self.session(name)
-        other = (other or "").strip()
+        s = self.session(source)
+        other, theirs = (other or "").strip(), None
         if not other:
             curves = s.curves()
         else:
             try:
-                curves = s.curves(
-                    (f"{other} (compared)", unique_fractions(load_prototypes(other), CURVE_EPS))
+                theirs = self.access.source(other, files=True)
+                prototypes = (
+                    self.open(theirs).prototypes.detach()
+                    if theirs.kind == "hub"
+                    else load_prototypes(theirs.name)
                 )
+                curves = s.curves((f"{other} (compared)", unique_fractions(prototypes, CURVE_EPS)))
             except (ValueError, TypeError, FileNotFoundError, OSError) as e:
-                raise gr.Error(f"Could not read prototypes from {other!r}: {e}") from None
-        return _render(_collapse_figure(curves)), _collapse_table(curves)
+                raise self._refuse(other, theirs, e, "read prototypes from") from None
+        return render(collapse_figure(curves)), collapse_table(curves)
 
     def assign(
-        self, payload: dict[str, Any] | None, top_k: float | None, invert: str | None, name: str
+        self, payload: dict[str, Any] | None, top_k: float | None, invert: str | None, source: ModelSource
     ) -> tuple[Any, ...]:
         """Encode one uploaded image: what the model sees, its top-k prototypes, their strips, neighbours."""
         if not payload or not payload.get("path"):
             raise gr.Error("No image: upload one (PNG, JPEG, WebP or BMP) or pick an example first.")
-        s = self.session(name)
+        s = self.session(source)
         filename = payload.get("orig_name") or Path(payload["path"]).name
         try:
             image, notes = open_upload(payload["path"], filename)
@@ -254,7 +300,7 @@ class _App:
         for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True):
             label[f"prototype {i}"] = p
             members = s.members[i, :STRIP_LEN]
-            common = _class_name(torch.mode(s.ref.labels[members]).values)
+            common = class_name(torch.mode(s.ref.labels[members]).values)
             used = int(s.counts[i])
             caption = f"prototype {i}: p = {p:.3f}; top prototype of {used} reference images, mostly {common}"
             rows.append((caption, s.ref.images[members]))
@@ -262,22 +308,15 @@ class _App:
             s.ref.features @ F.normalize(features[0], dim=0), min(NUM_NEIGHBOURS, len(s.ref.labels))
         )
         neighbours = [
-            (_tile(s.ref.images[i : i + 1]), f"{_class_name(s.ref.labels[i])} · {c:.3f}")
+            (tile(s.ref.images[i : i + 1]), f"{class_name(s.ref.labels[i])} · {c:.3f}")
             for c, i in zip(near.values.tolist(), near.indices.tolist(), strict=True)
         ]
-        return _model_view(s.transform(image), s.config), label, _strips(rows), neighbours
+        return model_view(s.transform(image), s.config), label, strips(rows), neighbours
 
     def assign_on_change(
-        self, payload: dict[str, Any] | None, top_k: float | None, invert: str | None, name: str
+        self, payload: dict[str, Any] | None, top_k: float | None, invert: str | None, source: ModelSource
     ) -> tuple[Any, ...]:
         """``assign`` for changes of the image or settings: no image clears the outputs instead of warning."""
         if not payload:
             return None, None, None, []
-        return self.assign(payload, top_k, invert, name)
-
-
-def _model_key(name: str) -> str:
-    """Folders by their absolute path (one cache entry however they are typed), anything else as given."""
-    name = name.strip()
-    path = Path(name).expanduser()
-    return str(path.resolve()) if name and path.is_dir() else name
+        return self.assign(payload, top_k, invert, source)

@@ -1,4 +1,4 @@
-"""The demo's public limits and sizes: reference set, uploads, views, sessions."""
+"""The demo's public limits and sizes: reference set, uploads, views, sessions, Hub loads."""
 
 from __future__ import annotations
 
@@ -15,5 +15,7 @@ GALLERY_LEN = 24  # reference images in the Atlas gallery of the selected protot
 NUM_NEIGHBOURS = 8
 HEATMAP_MAX = 64  # the heatmap shows at most this many prototypes, the most used ones
 CURVE_EPS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)  # contains EPS_GRID
-MAX_SESSIONS = 3  # loaded models kept in memory; the others reload from the disk cache
+MAX_SESSIONS = 3  # loaded models kept in memory (least recently used dropped); others reload from disk
+MAX_MODEL_BYTES = 400_000_000  # Hub models larger than this are refused before download (ViT-B/16: 344 MB)
+LOAD_TIMEOUT = 120.0  # seconds for a Hub model's size check and download
 INVERT_CHOICES = ("auto", "yes", "no")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 import torch
@@ -18,20 +16,17 @@ from protozoo.config import ProtoConfig
 from protozoo.demo.constants import CURVE_EPS, HEATMAP_MAX, STRIP_LEN
 from protozoo.fashion_mnist import FASHION_MNIST_CLASSES
 
-if TYPE_CHECKING:
-    from protozoo.demo.app import _Session
-
 _SCALE = 4  # 28 px images are shown at 112 px
 
 
-def _render(fig: Figure) -> Image.Image:
+def render(fig: Figure) -> Image.Image:
     """Draw a matplotlib figure with Agg (no pyplot, no global state) into an RGB image."""
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
 
 
-def _tile(images: Tensor, scale: int = _SCALE, gap: int = 2) -> Image.Image:
+def tile(images: Tensor, scale: int = _SCALE, gap: int = 2) -> Image.Image:
     """(M, H, W) uint8 images side by side, upscaled ``scale`` times, on white."""
     m, h, w = images.shape
     out = torch.full((h * scale, m * (w * scale + gap) - gap), 255, dtype=torch.uint8)
@@ -42,21 +37,21 @@ def _tile(images: Tensor, scale: int = _SCALE, gap: int = 2) -> Image.Image:
     return Image.fromarray(out.numpy())
 
 
-def _strips(rows: list[tuple[str, Tensor]], band: int = 24, space: int = 10) -> Image.Image:
+def strips(rows: list[tuple[str, Tensor]], band: int = 24, space: int = 10) -> Image.Image:
     """Captioned strips in one image: per (caption, (M, H, W) uint8 images) a line of text, then the tiles."""
-    tiles = [_tile(images) for _, images in rows]
+    tiles = [tile(images) for _, images in rows]
     out = Image.new(
         "L", (max(t.width for t in tiles), sum(band + t.height + space for t in tiles) - space), 255
     )
     draw, font, y = ImageDraw.Draw(out), ImageFont.load_default(size=15), 0
-    for (caption, _), tile in zip(rows, tiles, strict=True):
+    for (caption, _), row in zip(rows, tiles, strict=True):
         draw.text((2, y + 3), caption, fill=0, font=font)
-        out.paste(tile, (0, y + band))
-        y += band + tile.height + space
+        out.paste(row, (0, y + band))
+        y += band + row.height + space
     return out
 
 
-def _model_view(x: Tensor, config: ProtoConfig) -> Image.Image:
+def model_view(x: Tensor, config: ProtoConfig) -> Image.Image:
     """The normalised model input (C, H, W) turned back into an image: what the model actually sees."""
     mean, std = torch.tensor(config.mean).view(-1, 1, 1), torch.tensor(config.std).view(-1, 1, 1)
     x = (x * std + mean).clamp(0, 1).mul(255).round().byte()  # (C, H, W)
@@ -64,16 +59,35 @@ def _model_view(x: Tensor, config: ProtoConfig) -> Image.Image:
     return Image.fromarray(x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy())
 
 
-def _atlas_figure(s: _Session, selected: int) -> Figure:
+def atlas_figure(
+    coords: Tensor,
+    proto_coords: Tensor,
+    winners: Tensor,
+    counts: Tensor,
+    members: Tensor,
+    selected: int,
+    projection: str,
+) -> Figure:
+    """The 2-D map of the reference set coloured by top prototype, with one prototype highlighted.
+
+    Args:
+        coords: (N, 2) positions of the reference embeddings.
+        proto_coords: (K, 2) positions of the prototypes in the same map.
+        winners: (N,) top prototype of each reference image.
+        counts: (K,) reference images whose top prototype each one is.
+        members: (K, M) reference images most assigned to each prototype, most first.
+        selected: the prototype to highlight.
+        projection: the map's method ("umap" or "pca"), for the title.
+    """
     fig = Figure(figsize=(7.5, 6.5), layout="constrained")
     ax = fig.add_subplot()
-    (x, y), (px, py) = s.ref.coords.numpy().T, s.ref.proto_coords.numpy().T
-    ax.scatter(x, y, c=s.winners.numpy() % 20, cmap="tab20", vmin=0, vmax=19, s=7, alpha=0.6, linewidths=0)
-    used = (s.counts > 0).numpy()
+    (x, y), (px, py) = coords.numpy().T, proto_coords.numpy().T
+    ax.scatter(x, y, c=winners.numpy() % 20, cmap="tab20", vmin=0, vmax=19, s=7, alpha=0.6, linewidths=0)
+    used = (counts > 0).numpy()
     ax.scatter(px[used], py[used], marker="x", c="black", s=20, linewidths=0.8, label="prototype")
     if not used.all():
         ax.scatter(px[~used], py[~used], marker="x", c="0.65", s=14, linewidths=0.6, label="never a top one")
-    m = s.members[selected, :STRIP_LEN].numpy()
+    m = members[selected, :STRIP_LEN].numpy()
     ax.scatter(x[m], y[m], facecolors="none", edgecolors="red", s=60, linewidths=1.2, label="its top images")
     ax.scatter(
         px[selected],
@@ -87,13 +101,14 @@ def _atlas_figure(s: _Session, selected: int) -> Figure:
     ax.set(
         xticks=[],
         yticks=[],
-        title=f"{s.projection.upper()} of the reference embeddings, coloured by top prototype",
+        title=f"{projection.upper()} of the reference embeddings, coloured by top prototype",
     )
     ax.legend(loc="best", fontsize=8)
     return fig
 
 
-def _usage_figure(counts: Tensor, stats: dict[str, float]) -> Figure:
+def usage_figure(counts: Tensor, stats: dict[str, float]) -> Figure:
+    """Bars of the (K,) top-prototype counts, most used first, titled with usage statistics."""
     fig = Figure(figsize=(7.5, 3.4), layout="constrained")
     ax = fig.add_subplot()
     ax.bar(np.arange(len(counts)), np.sort(counts.numpy())[::-1], width=1.0, color="tab:blue")
@@ -104,7 +119,8 @@ def _usage_figure(counts: Tensor, stats: dict[str, float]) -> Figure:
     return fig
 
 
-def _heatmap_figure(prototypes: Tensor, counts: Tensor, mean_assignment: Tensor) -> Figure:
+def heatmap_figure(prototypes: Tensor, counts: Tensor, mean_assignment: Tensor) -> Figure:
+    """Cosine similarity of the (K, D) prototypes, the HEATMAP_MAX most used, similar ones adjacent."""
     order = torch.argsort(counts.double() + mean_assignment.double(), descending=True)[:HEATMAP_MAX]
     c = F.normalize(prototypes[order], dim=1)  # (k, D)
     if len(order) > 2:  # similar prototypes next to each other: sort along the first principal direction
@@ -123,7 +139,8 @@ def _heatmap_figure(prototypes: Tensor, counts: Tensor, mean_assignment: Tensor)
     return fig
 
 
-def _collapse_figure(curves: list[tuple[str, dict[str, float]]]) -> Figure:
+def collapse_figure(curves: list[tuple[str, dict[str, float]]]) -> Figure:
+    """Unique fraction against eps for each (label, {eps string: fraction}) curve."""
     fig = Figure(figsize=(7.5, 4.4), layout="constrained")
     ax = fig.add_subplot()
     for (label, curve), colour in zip(curves, ("tab:blue", "tab:red"), strict=False):
@@ -138,10 +155,12 @@ def _collapse_figure(curves: list[tuple[str, dict[str, float]]]) -> Figure:
     return fig
 
 
-def _collapse_table(curves: list[tuple[str, dict[str, float]]]) -> pd.DataFrame:
+def collapse_table(curves: list[tuple[str, dict[str, float]]]) -> pd.DataFrame:
+    """The curves at the paper's eps values, one column per curve."""
     rows = [[e] + [round(curve[str(e)], 4) for _, curve in curves] for e in EPS_GRID]
     return pd.DataFrame(rows, columns=["eps"] + [label for label, _ in curves])
 
 
-def _class_name(label: Tensor | int) -> str:
+def class_name(label: Tensor | int) -> str:
+    """The Fashion-MNIST class name of a label."""
     return FASHION_MNIST_CLASSES[int(label)]

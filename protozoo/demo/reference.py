@@ -21,7 +21,7 @@ from protozoo.fashion_mnist import load_fashion_mnist
 from protozoo.model import ProtoModel
 
 
-class _TorchEncoder:
+class TorchEncoder:
     """PIL images -> (features (B, F), embeddings (B, D), assignments (B, K)) with the PyTorch model."""
 
     def __init__(self, model: ProtoModel) -> None:
@@ -34,7 +34,7 @@ class _TorchEncoder:
         return out.features.float(), out.embeddings.float(), out.assignments.float()
 
 
-class _OnnxEncoder:
+class OnnxEncoder:
     """PIL images -> (features, embeddings, assignments) with ONNX Runtime."""
 
     def __init__(self, path: Path) -> None:
@@ -51,7 +51,7 @@ class _OnnxEncoder:
         return f, e, a
 
 
-def _weights_digest(model: ProtoModel) -> str:
+def weights_digest(model: ProtoModel) -> str:
     """SHA-256 of the config and every tensor of the state dict: the model's identity, whatever its source."""
     h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
@@ -60,7 +60,7 @@ def _weights_digest(model: ProtoModel) -> str:
     return h.hexdigest()
 
 
-def _reference_images(size: int) -> tuple[Tensor, Tensor]:
+def reference_images(size: int) -> tuple[Tensor, Tensor]:
     """A fixed random subset (seed 0, kept in index order) of the Fashion-MNIST test split."""
     images, labels = load_fashion_mnist("test", download=True)
     if type(size) is not int or not 1 <= size <= len(images):
@@ -69,9 +69,10 @@ def _reference_images(size: int) -> tuple[Tensor, Tensor]:
     return images[idx], labels[idx]
 
 
-def _encode_reference(
-    encoder: _TorchEncoder | _OnnxEncoder, images: Tensor, batch: int = 256
+def encode_reference(
+    encoder: TorchEncoder | OnnxEncoder, images: Tensor, batch: int = 256
 ) -> dict[str, Tensor]:
+    """Encode (N, H, W) uint8 images: L2-normalised features, embeddings and assignments by name."""
     parts = [
         encoder([Image.fromarray(im.numpy()) for im in images[i : i + batch]])
         for i in range(0, len(images), batch)
@@ -80,7 +81,7 @@ def _encode_reference(
     return {"features": F.normalize(features, dim=1), "embeddings": embeddings, "assignments": assignments}
 
 
-def _project(embeddings: Tensor, prototypes: Tensor, method: str) -> tuple[Tensor, Tensor]:
+def project(embeddings: Tensor, prototypes: Tensor, method: str) -> tuple[Tensor, Tensor]:
     """2-D coordinates of the embeddings (N, D) and of the prototypes (K, D) in one map."""
     if method == "umap":
         import umap
@@ -96,7 +97,8 @@ def _project(embeddings: Tensor, prototypes: Tensor, method: str) -> tuple[Tenso
     return (embeddings - mean) @ basis, (prototypes - mean) @ basis
 
 
-def _projection_method() -> str:
+def projection_method() -> str:
+    """ "umap" when umap-learn is installed, else "pca"."""
     try:
         import umap  # noqa: F401
     except ImportError:
@@ -104,7 +106,7 @@ def _projection_method() -> str:
     return "umap"
 
 
-def _save_atomic(tensors: dict[str, Tensor], path: Path) -> None:
+def save_atomic(tensors: dict[str, Tensor], path: Path) -> None:
     """Write a safetensors file next to ``path`` and move it into place, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -118,7 +120,7 @@ def _save_atomic(tensors: dict[str, Tensor], path: Path) -> None:
 
 
 @dataclass
-class _Reference:
+class Reference:
     """The reference set as one model sees it."""
 
     images: Tensor  # (N, 28, 28) uint8

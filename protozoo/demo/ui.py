@@ -8,8 +8,16 @@ import gradio as gr
 import torch
 from PIL import Image
 
-from protozoo.demo.app import _App, _model_key
-from protozoo.demo.constants import DEFAULT_CACHE_DIR, INVERT_CHOICES, MAX_UPLOAD, REFERENCE_SIZE
+from protozoo.demo.access import Access, is_loopback
+from protozoo.demo.app import DemoApp
+from protozoo.demo.constants import (
+    DEFAULT_CACHE_DIR,
+    INVERT_CHOICES,
+    LOAD_TIMEOUT,
+    MAX_MODEL_BYTES,
+    MAX_UPLOAD,
+    REFERENCE_SIZE,
+)
 from protozoo.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 
 _CSS = "#prototype-strips img, #neighbours img, #prototype-gallery img {image-rendering: pixelated;}"
@@ -36,11 +44,19 @@ def build_demo(
     backend: str = "torch",
     reference_size: int = REFERENCE_SIZE,
     cache_dir: str | Path | None = None,
+    *,
+    public: bool = False,
+    allow_models: tuple[str, ...] | list[str] = (),
+    allow_local: bool = False,
+    max_model_bytes: int = MAX_MODEL_BYTES,
+    load_timeout: float = LOAD_TIMEOUT,
 ) -> gr.Blocks:
     """Build the Gradio app around one model; its model selector loads others.
 
     The model is loaded and the reference set encoded (or read from the disk cache) before this returns,
-    so the first page view is as fast as every later one.
+    so the first page view is as fast as every later one. In public mode visitors load only zoo names,
+    ``allow_models`` and ``model`` itself (local folders and prototype files only with ``allow_local``), and
+    every refusal reads the same whether a path exists or not (:class:`~protozoo.demo.access.Access`).
 
     Args:
         model: zoo name, Hub id "org/name" or local model folder; None takes the first zoo model.
@@ -48,36 +64,50 @@ def build_demo(
         reference_size: how many Fashion-MNIST test images form the reference set (a fixed random subset).
         cache_dir: where reference encodings, ONNX exports and example images are kept; defaults to
             ``~/.cache/protozoo/demo``.
+        public: restrict what visitors may load, as above.
+        allow_models: Hub ids visitors may load in public mode.
+        allow_local: let visitors load local folders and prototype files by path in public mode.
+        max_model_bytes: Hub models whose files weigh more are refused before downloading.
+        load_timeout: seconds allowed for a Hub model's size check and download.
 
     Returns:
         The Blocks app with its queue configured (2 events at a time); serve it with :func:`launch` or
         ``.launch()``.
 
     Raises:
-        ValueError: an unknown backend or model name, or a bad reference_size.
+        ValueError: an unknown backend or model name, a bad reference_size, or an allow_models entry that
+            is not a Hub id.
         FileNotFoundError: a missing model folder or weights, or missing Fashion-MNIST files.
     """
     from protozoo.hub import list_models
 
     zoo = list_models()
     cache = Path(cache_dir).expanduser() if cache_dir is not None else DEFAULT_CACHE_DIR
-    app = _App(backend, reference_size, cache)
-    name = _model_key(str(model if model is not None else zoo[0]))
-    s = app.session(name)  # raises the loader's own errors here, gr.Error only inside events
-    _, status0, _, atlas0, gallery0, usage0, heatmap0, collapse0, table0 = app.load_model(name)
+    access = Access(public, allow_models, allow_local)
+    app = DemoApp(backend, reference_size, cache, access, max_model_bytes, load_timeout)
+    home = Access(public=False).source(str(model if model is not None else zoo[0]))  # the operator's choice
+    s = app.session(home)  # raises the loader's own errors here, gr.Error only inside events
+    access.allow(home)
+    _, status0, _, atlas0, gallery0, usage0, heatmap0, collapse0, table0 = app.load_model(home.name)
     examples = _write_examples(cache / "examples")
 
     with gr.Blocks(title="protozoo: decoupled prototypes", delete_cache=(3600, 3600)) as demo:
-        state = gr.State(name)
+        state = gr.State(home)
         gr.Markdown(
             "# protozoo: what the prototypes of a self-supervised model see\n"
             "Prototypes fitted by an online Gaussian mixture instead of learned with the encoder "
             "(Arteaga et al., *Why Prototypes Collapse*, ICLR 2026); reference set: Fashion-MNIST."
         )
         with gr.Row(equal_height=True):
-            zoo_choice = gr.Dropdown(zoo, value=name if name in zoo else None, label="Zoo model", scale=2)
+            zoo_choice = gr.Dropdown(
+                zoo, value=home.name if home.kind == "zoo" else None, label="Zoo model", scale=2
+            )
             folder = gr.Textbox(
-                label="...or a zoo name, Hub id or model folder", placeholder="runs/x/model", scale=3
+                label="...or a zoo name, Hub id or model folder" if not public else "...or an allowed Hub id",
+                placeholder="runs/x/model"
+                if not public or allow_local
+                else ", ".join(m for m, source in access.allowed.items() if source.kind == "hub") or None,
+                scale=3,
             )
             load_button = gr.Button("Load", scale=1)
         status = gr.Markdown(status0, elem_id="model-status")
@@ -183,9 +213,15 @@ def launch(
     *,
     reference_size: int = REFERENCE_SIZE,
     cache_dir: str | Path | None = None,
+    public: bool | None = None,
+    allow_models: tuple[str, ...] | list[str] = (),
+    allow_local: bool = False,
     block: bool = True,
 ) -> gr.Blocks:
     """Build the demo (see :func:`build_demo`) and serve it on ``host:port``.
+
+    Public mode is on whenever ``host`` is reachable from other machines, unless ``public=False`` says
+    otherwise. A public demo shows visitors only the messages of its own errors, never a traceback's.
 
     Args:
         model: zoo name, Hub id or local model folder; None takes the first zoo model.
@@ -194,6 +230,9 @@ def launch(
         host: interface to listen on; "0.0.0.0" opens the demo to the network.
         reference_size: Fashion-MNIST test images in the reference set.
         cache_dir: the cache folder of :func:`build_demo`.
+        public: public mode (see :func:`build_demo`); None: on unless ``host`` is a loopback address.
+        allow_models: Hub ids visitors may load in public mode.
+        allow_local: let visitors load local folders by path in public mode.
         block: serve until interrupted; False returns at once with the server running in the background
             (stop it with ``.close()``).
 
@@ -203,14 +242,23 @@ def launch(
     Raises:
         ValueError, FileNotFoundError: as :func:`build_demo`.
     """
-    demo = build_demo(model, backend, reference_size, cache_dir)
+    public = not is_loopback(host) if public is None else public
+    demo = build_demo(
+        model,
+        backend,
+        reference_size,
+        cache_dir,
+        public=public,
+        allow_models=allow_models,
+        allow_local=allow_local,
+    )
     demo.launch(
         server_name=host,
         server_port=port,
         theme=gr.themes.Soft(),
         css=_CSS,
         max_file_size=MAX_UPLOAD,
-        show_error=True,
+        show_error=not public,
         prevent_thread_lock=not block,
         quiet=not block,
     )
