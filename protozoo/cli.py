@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # listed for --help only: main() hands everything after "train" to train.__main__ untouched
     sub.add_parser("train", help="train from a recipe: protozoo train --config recipe.yaml [key=value ...]")
+    # likewise for "finetune", handed to train.finetune
+    sub.add_parser("finetune", help="fine-tune: protozoo finetune --model NAME_OR_PATH [key=value ...]")
 
     p = sub.add_parser("eval", help="k-NN (and linear-probe) accuracy of a model's frozen features")
     p.add_argument("model", help="zoo name, Hub id org/name or local folder")
@@ -129,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         from train.__main__ import main as train_main
 
         train_main(argv[1:])
+        return 0
+    if argv[:1] == ["finetune"]:  # likewise: everything after "finetune" goes to train.finetune
+        from train.finetune import main as finetune_main
+
+        finetune_main(argv[1:])
         return 0
     args = build_parser().parse_args(argv)
     try:
