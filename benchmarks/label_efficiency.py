@@ -109,7 +109,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0])
-    parser.add_argument("--steps", type=int, nargs="+", default=[40, 30, 30], help="steps per fraction")
+    parser.add_argument("--steps", type=int, nargs="+", default=[40, 20, 20], help="steps per fraction")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--test-size", type=int, default=1000, help="test (and val) images scored")

@@ -150,12 +150,14 @@ def test_label_subset_is_stratified_and_seeded():
     assert torch.bincount(targets[label_subset(targets, 0.0001, seed=0)]).tolist() == [1, 1, 1, 1]
 
 
-def test_layer_decay_scales_the_lr_down_the_backbone(gray):
-    model = protozoo.load(gray, num_classes=3)
+def test_layer_decay_scales_the_lr_down_the_backbone():
+    model = ProtoModel(
+        ProtoConfig(**{**VIT, "backbone_kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2}}), 3
+    )
     cfg = load_finetune_config(None, ["model=x", "layer_decay=0.5"])
-    scales = {p: g["lr_scale"] for g in _optimizer(Classifier(model, frozen=False), cfg).param_groups
-              for p in g["params"]}  # fmt: skip
-    assert scales[model.classifier.weight] == 1.0
+    groups = _optimizer(Classifier(model, frozen=False), cfg).param_groups
+    scales = {p: g["lr_scale"] for g in groups for p in g["params"]}
+    assert scales[model.classifier.weight] == scales[model.backbone.blocks[1].attn.qkv.weight] == 1.0
     assert scales[model.backbone.blocks[0].attn.qkv.weight] == 0.5
     assert scales[model.backbone.patch_embed.proj.weight] == 0.25
 
@@ -211,3 +213,19 @@ def test_channels_that_differ_from_the_models_stop_before_training(gray, tmp_pat
     with pytest.raises(ValueError, match=r"takes 3-channel \(RGB\) images but the data is grayscale"):
         run(rgb, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_card_shows_the_label_efficiency_of_its_own_model_only(gray, tmp_path):
+    from protozoo.card import render_card
+
+    cell = {"mean": 0.7512, "low": 0.7401, "high": 0.7623, "values": [0.75, 0.74, 0.76]}
+    results = {"0.01": {m: cell for m in ("finetune", "linear probe", "scratch", "pixels")}}
+    settings = {"model": "tiny", "seeds": [0, 1, 2], "steps": [40], "test_size": 1000}
+    path = tmp_path / "label_efficiency.json"
+    path.write_text(json.dumps({"settings": settings, "results": results}))
+    config = json.loads((gray / "config.json").read_text())
+    text = render_card(config, name="tiny", load_name="tiny", label_efficiency=path).text
+    assert "\n## Fine-tuning\n" in text and "protozoo finetune --model tiny" in text
+    assert "| 1 % | 75.1 [74.0, 76.2] | 75.1 [74.0, 76.2] |" in text and "over 3 seeds" in text
+    other = render_card(config, name="other", load_name="other", label_efficiency=path).text
+    assert "protozoo finetune --model other" in other and "75.1" not in other
