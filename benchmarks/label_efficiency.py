@@ -1,7 +1,7 @@
 """How many labels does pretraining save? Fashion-MNIST at 1 %, 10 % and 100 % of the training labels.
 
-python benchmarks/label_efficiency.py                 # the sized run (about 40 min on 2 busy CPU cores)
-python benchmarks/label_efficiency.py --quick         # a smoke run: one seed, a few steps
+OMP_NUM_THREADS=1 nice -n 15 python benchmarks/label_efficiency.py   # the sized run (see Sizing)
+python benchmarks/label_efficiency.py --quick                          # a smoke run: one seed, 5 steps
 
 At each label fraction and seed, on the same class-stratified label subset (train.finetune.label_subset),
 four classifiers are compared on the same test images:
@@ -16,15 +16,17 @@ Each method's mean over seeds is reported with a 95 % t-interval over the seeds,
 differences at each fraction (fine-tuned minus scratch, minus pixels, minus the linear probe).
 
 Sizing. The machine has 2 CPU cores shared with other jobs, where a training step of the ResNet on 32
-images takes 2-3 s niced. So the two trained methods get a fixed step budget per fraction rather than
-epochs (--steps, default 40 steps at 1 %, 30 at 10 % and 30 at 100 %, batch 32: about 2 epochs of the
-550 images at 1 %, and a small part of one epoch at 100 %, where both trained methods are far from
-converged), every method is scored on the same fixed 1 000 test images (train.finetune.eval_subset;
-the val top-1 the command also records uses 1 000 val images), and the linear probe and the pixel
-regression train on cached inputs: the backbone's features of each training image are extracted once,
-when a label subset first needs them. The fractions run in order, 1 % first, and the JSON is rewritten
-after every seed, so an interrupted run still leaves its finished rows. The numbers at 100 % say what
-a short budget gives, not what full training reaches.
+images takes 2-4 s niced with one OpenMP thread (with two threads, a niced process waits at every
+OpenMP barrier for a thread the scheduler has parked, and a step took 100 s under a load of 14). So
+the two trained methods get a fixed step budget per fraction rather than epochs (--steps, default 40
+steps at 1 % and 20 at 10 % and 100 %, batch 32: about 2 epochs of the 550 images at 1 %, and a small
+part of one epoch at 10 % and 100 %, where both trained methods are far from converged), every method
+is scored on the same fixed 1 000 test images (train.finetune.eval_subset; the val top-1 that the
+command also records uses 1 000 val images), and the linear probe and the pixel regression train on
+cached inputs: the backbone's features of each training image are extracted once, when a label subset
+first needs them. The fractions run in order, 1 % first, and the JSON is rewritten after every seed,
+so an interrupted run still leaves its finished rows. The numbers at 10 % and 100 % say what a short
+budget gives, not what full training reaches.
 Writes benchmarks/results/label_efficiency.json and benchmarks/results/label_efficiency.png.
 """
 

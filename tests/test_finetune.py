@@ -118,7 +118,7 @@ def test_imagefolder_of_rgb_images_is_converted_for_a_grayscale_model_when_asked
                       "batch_size=4", "convert_channels=true")  # fmt: skip
     assert "converting the RGB images to grayscale" in caplog.text
     assert "no test/ folder" in caplog.text
-    assert results["num_classes"] == 3 and results["train_images"] == 33  # 3 of 36 held out as val
+    assert results["num_classes"] == 3 and results["train_images"] == 32  # 4 of 36 held out as val
     assert protozoo.load(tmp_path / "out" / "model").num_classes == 3
 
 
@@ -177,7 +177,7 @@ def test_every_finetune_recipe_parses():
         (["num_classes=5"], ValueError, "num_classes=5 disagrees with the data, which has 10 classes"),
         (["mode=probe"], ValueError, "Unknown mode 'probe'; valid modes are full, linear"),
         (["dataset=idx"], ValueError, r"dataset=idx needs idx_files=\[train images"),
-        (["label_fractoin=0.1"], ValueError, r"did you mean \['label_fraction'\]"),
+        (["label_fractoin=0.1"], ValueError, r"key 'label_fractoin'; did you mean \['label_fraction'"),
         (["label_fraction=0.0001", "batch_size=64"], ValueError, "leaves 10 training images, fewer than"),
     ],
 )
