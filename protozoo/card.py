@@ -137,9 +137,9 @@ def finetune_table(name: str, path: Path = LABEL_EFFICIENCY) -> dict[str, Any] |
         path: benchmarks/results/label_efficiency.json (written by benchmarks/label_efficiency.py).
 
     Returns:
-        ``{"rows": [(labels, finetune, linear probe, scratch, pixels), ...], "seeds": int, "steps": list,
-        "test_size": int}`` with each cell "mean [low, high]" in percent, or None when the file is
-        missing or measured another model.
+        ``{"rows": [(labels, steps, seeds, finetune, linear probe, scratch, pixels), ...],
+        "test_size": int, "batch_size": int}`` with each method's cell "mean [low, high]" in percent,
+        or None when the file is missing or measured another model.
     """
     if not path.is_file():
         return None
@@ -152,16 +152,17 @@ def finetune_table(name: str, path: Path = LABEL_EFFICIENCY) -> dict[str, Any] |
         interval = f" [{100 * r['low']:.1f}, {100 * r['high']:.1f}]" if r.get("low") is not None else ""
         return f"{100 * r['mean']:.1f}{interval}"
 
+    steps = dict(zip(map(str, settings.get("fractions", [])), settings.get("steps", []), strict=False))
     rows = [
-        (f"{100 * float(fraction):g} %", *(cell(r[m]) for m in FINETUNE_METHODS))
+        (
+            f"{100 * float(fraction):g} %",
+            str(steps.get(fraction, "-")),
+            str(len(r["finetune"]["values"])),
+            *(cell(r[m]) for m in FINETUNE_METHODS),
+        )
         for fraction, r in record["results"].items()
     ]
-    return {
-        "rows": rows,
-        "seeds": len(settings.get("seeds", [])),
-        "steps": settings.get("steps"),
-        "test_size": settings.get("test_size"),
-    }
+    return {"rows": rows, "test_size": settings.get("test_size"), "batch_size": settings.get("batch_size")}
 
 
 def render_card(

@@ -220,12 +220,12 @@ def test_the_card_shows_the_label_efficiency_of_its_own_model_only(gray, tmp_pat
 
     cell = {"mean": 0.7512, "low": 0.7401, "high": 0.7623, "values": [0.75, 0.74, 0.76]}
     results = {"0.01": {m: cell for m in ("finetune", "linear probe", "scratch", "pixels")}}
-    settings = {"model": "tiny", "seeds": [0, 1, 2], "steps": [40], "test_size": 1000}
+    settings = {"model": "tiny", "fractions": [0.01], "steps": [40], "test_size": 1000}
     path = tmp_path / "label_efficiency.json"
     path.write_text(json.dumps({"settings": settings, "results": results}))
     config = json.loads((gray / "config.json").read_text())
     text = render_card(config, name="tiny", load_name="tiny", label_efficiency=path).text
     assert "\n## Fine-tuning\n" in text and "protozoo finetune --model tiny" in text
-    assert "| 1 % | 75.1 [74.0, 76.2] | 75.1 [74.0, 76.2] |" in text and "over 3 seeds" in text
+    assert "| 1 % | 40 | 3 | 75.1 [74.0, 76.2] | 75.1 [74.0, 76.2] |" in text and "1000 fixed test" in text
     other = render_card(config, name="other", load_name="other", label_efficiency=path).text
     assert "protozoo finetune --model other" in other and "75.1" not in other
