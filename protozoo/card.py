@@ -10,6 +10,7 @@ table all come from ``protozoo.results``.
 from __future__ import annotations
 
 import importlib.resources
+import json
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ HUB_DATASETS = {
     "cifar10": ("uoft-cs/cifar10", "CIFAR-10"),
     "cifar100": ("uoft-cs/cifar100", "CIFAR-100"),
 }
+# benchmarks/label_efficiency.py's results: the card's fine-tuning table for the model it measured
+LABEL_EFFICIENCY = CARDS_DIR.parent / "benchmarks" / "results" / "label_efficiency.json"
+FINETUNE_METHODS = ("finetune", "linear probe", "scratch", "pixels")  # the table's columns, in order
 _PROSE_FIELDS = {"description": str, "intended_use": str, "limitations": list}
 _LOCAL_RECIPE_KEYS = {"output_dir", "data_root", "resume"}  # machine-local settings, not part of the recipe
 
@@ -136,6 +140,42 @@ def dataset_names(dataset: str) -> tuple[str, str, bool]:
     return name, name, False
 
 
+def finetune_table(name: str, path: Path = LABEL_EFFICIENCY) -> dict[str, Any] | None:
+    """The label-efficiency results of model ``name`` for its card, read from the benchmark's JSON.
+
+    Args:
+        name: the model's name; only a benchmark run of that model counts.
+        path: benchmarks/results/label_efficiency.json (written by benchmarks/label_efficiency.py).
+
+    Returns:
+        ``{"rows": [(labels, steps, seeds, finetune, linear probe, scratch, pixels), ...],
+        "test_size": int, "batch_size": int}`` with each method's cell "mean [low, high]" in percent,
+        or None when the file is missing or measured another model.
+    """
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    settings = record.get("settings") or {}
+    if settings.get("model") != name or not record.get("results"):
+        return None
+
+    def cell(r: dict[str, Any]) -> str:
+        interval = f" [{100 * r['low']:.1f}, {100 * r['high']:.1f}]" if r.get("low") is not None else ""
+        return f"{100 * r['mean']:.1f}{interval}"
+
+    steps = dict(zip(map(str, settings.get("fractions", [])), settings.get("steps", []), strict=False))
+    rows = [
+        (
+            f"{100 * float(fraction):g} %",
+            str(steps.get(fraction, "-")),
+            str(len(r["finetune"]["values"])),
+            *(cell(r[m]) for m in FINETUNE_METHODS),
+        )
+        for fraction, r in record["results"].items()
+    ]
+    return {"rows": rows, "test_size": settings.get("test_size"), "batch_size": settings.get("batch_size")}
+
+
 def render_card(
     config: dict[str, Any],
     *,
@@ -143,6 +183,7 @@ def render_card(
     load_name: str,
     hub_id: str | None = None,
     cards_dir: Path = CARDS_DIR,
+    label_efficiency: Path = LABEL_EFFICIENCY,
 ) -> ModelCard:
     """Render the model card of a checkpoint from its config.json.
 
@@ -152,6 +193,7 @@ def render_card(
         load_name: what to pass to :func:`protozoo.load` in the usage lines (zoo name, Hub id or folder).
         hub_id: the Hub repo ("org/name") for the timm line; None shows timm's ``local-dir:`` form.
         cards_dir: the folder with the template and the prose files.
+        label_efficiency: the label-efficiency benchmark's JSON (see :func:`finetune_table`).
 
     Returns:
         A :class:`huggingface_hub.ModelCard` (``str(card)`` is README.md; ``card.data`` the metadata).
@@ -237,6 +279,7 @@ def render_card(
         embed_dim=proto["embed_dim"],
         num_prototypes=proto["num_prototypes"],
         protozoo_version=version("protozoo"),
+        finetune=finetune_table(name, label_efficiency),
         **load_prose(name, cards_dir),
     )
 

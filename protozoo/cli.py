@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "train", help="train from a recipe: protozoo train --config default|recipe.yaml [key=value ...]"
     )
+    # likewise for "finetune", handed to the fine-tuning module
+    sub.add_parser("finetune", help="fine-tune: protozoo finetune --model NAME_OR_PATH [key=value ...]")
 
     p = sub.add_parser("eval", help="k-NN (and linear-probe) accuracy of a model's frozen features")
     p.add_argument("model", help="zoo name, Hub id org/name or local folder")
@@ -163,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def training_main() -> Callable[[list[str] | None], None]:
-    """The training module's ``main``: a checkout's own train/, else the installed ``protozoo.train``.
+def training_main(module: str = "__main__") -> Callable[[list[str] | None], None]:
+    """``main`` of a training module (``__main__`` or ``finetune``): a checkout's own train/, else the
+    installed ``protozoo.train``.
 
     In a checkout (protozoo/ next to train/ and pyproject.toml, imported from there) ``train`` is the
     sibling folder; in a wheel it is ``protozoo.train``, so a user's own ``train.py`` is never picked.
@@ -172,7 +175,7 @@ def training_main() -> Callable[[list[str] | None], None]:
     root = Path(__file__).resolve().parent.parent
     spec = importlib.util.find_spec("train") if (root / "pyproject.toml").is_file() else None
     in_checkout = spec is not None and spec.origin == str(root / "train" / "__init__.py")
-    return importlib.import_module("train.__main__" if in_checkout else "protozoo.train.__main__").main
+    return importlib.import_module(f"train.{module}" if in_checkout else f"protozoo.train.{module}").main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if argv[:1] == ["train"]:  # pass everything after "train" through untouched
         training_main()(argv[1:])
+        return 0
+    if argv[:1] == ["finetune"]:  # likewise: everything after "finetune" goes to the fine-tuning module
+        training_main("finetune")(argv[1:])
         return 0
     args = build_parser().parse_args(argv)
     try:

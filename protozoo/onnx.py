@@ -62,27 +62,29 @@ def _require(module: str, extra: str) -> ModuleType:
 
 
 class _Graph(nn.Module):
-    """ProtoModel.forward with the three exported fields as a tuple (the classifier is left out)."""
+    """ProtoModel.forward with the exported fields as a tuple: the three of OUTPUT_NAMES, then the
+    classifier's logits when the model has a classifier."""
 
     def __init__(self, model: ProtoModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, pixel_values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, pixel_values: Tensor) -> tuple[Tensor, ...]:
         out = self.model(pixel_values)
-        return out.features, out.embeddings, out.assignments
+        logits = () if out.logits is None else (out.logits,)
+        return out.features, out.embeddings, out.assignments, *logits
 
 
 def export_onnx(model: ProtoModel, path: str | Path, *, opset: int = 18) -> Path:
     """Export a ProtoModel to one ONNX graph and write ``preprocessor.json`` beside it.
 
     The graph takes ``pixel_values`` float32 (B, in_chans, img_size, img_size) with a dynamic batch
-    and returns ``features`` (B, F), ``embeddings`` (B, D) and ``assignments`` (B, K), as
-    ``model(x)`` does in eval mode. It passes ``onnx.checker`` with ``full_check``. The files are
-    written under temporary names in the target folder and moved into place with ``os.replace``, so
-    readers never see a half-written file; weights go into the .onnx file itself unless they exceed
-    ONNX's 2 GB limit (then torch writes them to ``<name>.data`` beside it). The model is exported in
-    eval mode and its previous mode restored.
+    and returns ``features`` (B, F), ``embeddings`` (B, D) and ``assignments`` (B, K), plus ``logits``
+    (B, num_classes) when the model has a classifier, as ``model(x)`` does in eval mode. It passes
+    ``onnx.checker`` with ``full_check``. The files are written under temporary names in the target
+    folder and moved into place with ``os.replace``, so readers never see a half-written file; weights
+    go into the .onnx file itself unless they exceed ONNX's 2 GB limit (then torch writes them to
+    ``<name>.data`` beside it). The model is exported in eval mode and its previous mode restored.
 
     Args:
         model: a float32 ProtoModel, on any device.
@@ -116,6 +118,7 @@ def export_onnx(model: ProtoModel, path: str | Path, *, opset: int = 18) -> Path
     if path.suffix != ".onnx":
         raise ValueError(f"the output path must end in .onnx, got {str(path)!r}")
     c = model.config
+    output_names = [*OUTPUT_NAMES, *(["logits"] if model.classifier is not None else [])]
     # batch 2 in the example: torch.export would specialise a batch of 1 to a constant
     example = torch.randn(2, c.in_chans, c.img_size, c.img_size, device=param.device)
     was_training = model.training
@@ -126,7 +129,7 @@ def export_onnx(model: ProtoModel, path: str | Path, *, opset: int = 18) -> Path
                 _Graph(model).eval(),
                 (example,),
                 input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
+                output_names=output_names,
                 opset_version=opset,
                 dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch", min=1)}},
                 dynamo=True,
@@ -140,7 +143,7 @@ def export_onnx(model: ProtoModel, path: str | Path, *, opset: int = 18) -> Path
     preprocessor = {
         "export_id": export_id,
         "input_name": INPUT_NAME,
-        "output_names": list(OUTPUT_NAMES),
+        "output_names": output_names,
         "input_layout": "NCHW float32",
         "in_chans": c.in_chans,
         "color_mode": "L" if c.in_chans == 1 else "RGB",
@@ -157,6 +160,7 @@ def export_onnx(model: ProtoModel, path: str | Path, *, opset: int = 18) -> Path
         "num_features": model.num_features,
         "embed_dim": c.embed_dim,
         "num_prototypes": c.num_prototypes,
+        "num_classes": model.num_classes,
         "temperature": c.temperature,
         "opset": opset,
         "protozoo_version": version("protozoo"),

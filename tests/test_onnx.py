@@ -224,7 +224,7 @@ def test_providers(resnet: Any) -> None:
     assert options.intra_op_num_threads == 1
 
 
-def test_export_overwrites_atomically_leaves_classifier_out_and_keeps_mode(tmp_path: Path) -> None:
+def test_export_overwrites_atomically_adds_logits_and_keeps_mode(tmp_path: Path) -> None:
     model = tiny_model("resnet", num_classes=3).train()
     (tmp_path / "model.onnx").write_bytes(b"stale")
     (tmp_path / "preprocessor.json").write_text("stale")
@@ -236,9 +236,12 @@ def test_export_overwrites_atomically_leaves_classifier_out_and_keeps_mode(tmp_p
         "preprocessor_config.json",
     ]
     onnx_model = OnnxModel(path)
-    assert [o.name for o in onnx_model.session.get_outputs()] == ["features", "embeddings", "assignments"]
+    names = [o.name for o in onnx_model.session.get_outputs()]
+    assert names == ["features", "embeddings", "assignments", "logits"]
     x = torch.randn(2, 1, 28, 28)
     assert_parity(onnx_model(x), eager(model.eval(), x))
+    (logits,) = onnx_model.session.run(["logits"], {"pixel_values": x.numpy()})
+    np.testing.assert_allclose(logits, model(x).logits.detach().numpy(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(
