@@ -236,7 +236,7 @@ def main() -> None:
         )
         url = f"http://127.0.0.1:{port}/"
         try:
-            deadline = time.monotonic() + 900
+            deadline = time.monotonic() + 3600  # start-up and reference encoding on busy shared cores
             while True:
                 try:
                     warm = GradioClient(url, verbose=False, download_files=False)
