@@ -227,9 +227,10 @@ def render_card(
     )
     in_chans, height, width = config["pretrained_cfg"]["input_size"]
     arch = f"`{config['architecture']}` (timm)"
-    if config["architecture"] != proto["architecture"]:  # a protozoo variant saved as stock timm + model_args
+    ours = proto.get("architecture", config["architecture"])
+    if config["architecture"] != ours:  # a protozoo variant saved as stock timm + model_args
         args = {k: v for k, v in config.get("model_args", {}).items() if k in ("patch_size", "img_size")}
-        arch = f"`{proto['architecture']}`: {arch} with {', '.join(f'{k}={v}' for k, v in args.items())}"
+        arch = f"`{ours}`: {arch} with {', '.join(f'{k}={v}' for k, v in args.items())}"
     details = [
         ("architecture", f"{arch}, {config['num_features']}-d pooled features"),
         (
