@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 
 from protozoo.model import ProtoModel
 from protozoo.transforms import to_uint8_image
+
 from .config import _check_key, _coerce
 from .engine import cosine, resolve_precision
 
