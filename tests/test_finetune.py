@@ -16,7 +16,6 @@ from safetensors.torch import load_file
 import protozoo
 from protozoo import ProtoConfig, ProtoModel
 from protozoo.cli import main as cli_main
-from protozoo.hub import push_to_hub, save_pretrained
 from train.finetune import Classifier, _optimizer, finetune, label_subset, load_finetune_config
 
 VIT = dict(
@@ -32,7 +31,7 @@ TINY = ["label_fraction=0.002", "max_steps=2", "batch_size=16", "eval_size=32", 
 
 def tiny_folder(path: Path, config: dict) -> Path:
     torch.manual_seed(0)
-    return save_pretrained(ProtoModel(ProtoConfig(**config)), path)
+    return ProtoModel(ProtoConfig(**config)).save_pretrained(path)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +87,7 @@ def test_the_command_writes_a_model_whose_logits_are_the_trained_classifiers(gra
 
 
 def test_a_hub_id_fine_tunes_like_the_folder(gray, tmp_path, hub: HubServer):
-    push_to_hub(protozoo.load(gray), "org/tiny")
+    protozoo.load(gray).push_to_hub("org/tiny")
     run("org/tiny", tmp_path / "hub")
     run(gray, tmp_path / "folder")
     a, b = (load_file(tmp_path / name / "checkpoints" / "last.safetensors") for name in ("hub", "folder"))

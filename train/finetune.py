@@ -567,9 +567,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         "num_classes": data_classes,
     }
     if acc.is_main_process:
-        from protozoo.hub import save_pretrained
-
-        folder = save_pretrained(model.eval(), out / "model", results=results, recipe=cfg.to_dict())
+        folder = model.eval().save_pretrained(out / "model", results=results, recipe=cfg.to_dict())
         if cfg.onnx:
             from protozoo.onnx import export_onnx
 
