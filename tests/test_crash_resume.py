@@ -1,7 +1,8 @@
 """A tiny training run killed with SIGKILL at the worst moments, then resumed, ends as if never killed.
 
-Each run is ``python -m train``'s ``main`` in a forked process (forked so the imports are paid once),
-which kills itself with SIGKILL at one chosen point: after a step, halfway through writing a checkpoint
+Each run is ``python -m train``'s ``main`` in a fresh interpreter (a fork of the test process could
+inherit OpenMP's locked state after earlier tests and hang), which kills itself with SIGKILL at one
+chosen point: after a step, halfway through writing a checkpoint
 file, halfway through rewriting metrics.jsonl on resume, or just before the final model is written. Nothing
 can run after a SIGKILL, so this is what a crash, an OOM kill or a pre-empted node leaves behind.
 """
@@ -11,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,6 @@ from safetensors.torch import load_file, save
 from protozoo.fashion_mnist import load_fashion_mnist
 from train import engine
 from train.__main__ import main
-
-if not hasattr(os, "fork"):
-    pytest.skip("needs os.fork", allow_module_level=True)
 
 TINY = [
     "backbone=vit_tiny_patch4_28",
@@ -127,39 +125,43 @@ def before_model() -> None:
     engine.Trainer.save_model = lambda self, results: kill()  # type: ignore[method-assign]
 
 
-def run(out: Path, images: Path, install: Callable[[], None] | None = None) -> str | None:
-    """``python -m train`` in a forked child that finishes (no ``install``) or SIGKILLs itself at a point.
+def child(out: str, images: str, point: str | None, n: int | None) -> None:
+    """The body of one run (in its own interpreter): install the kill point, record the resumed
+    checkpoint in ``<out>.resumed``, train."""
+    marker = Path(f"{out}.resumed")
+    load = engine.Trainer.load_checkpoint
+
+    def load_checkpoint(self: engine.Trainer) -> bool:
+        found = load(self)
+        marker.write_text(f"step_{self.step:07d}" if found else "")
+        return found
+
+    engine.Trainer.load_checkpoint = load_checkpoint  # type: ignore[method-assign]
+    if point is not None:
+        install = globals()[point]
+        (install(n) if n is not None else install)()
+    main([*TINY, f"dataset=imagefolder:{images}", f"output_dir={out}"])
+
+
+def run(out: Path, images: Path, point: str | None = None, n: int | None = None) -> str | None:
+    """``python -m train`` that finishes (no ``point``) or SIGKILLs itself at ``point`` (a kill-point
+    function of this module, called with ``n`` when given).
 
     Returns the checkpoint the run resumed from (None for a fresh start), as the child reports it.
     """
     marker = out.parent / f"{out.name}.resumed"
     marker.unlink(missing_ok=True)
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            load = engine.Trainer.load_checkpoint
-
-            def load_checkpoint(self: engine.Trainer) -> bool:
-                found = load(self)
-                marker.write_text(f"step_{self.step:07d}" if found else "")
-                return found
-
-            engine.Trainer.load_checkpoint = load_checkpoint  # type: ignore[method-assign]
-            if install is not None:
-                install()
-            main([*TINY, f"dataset=imagefolder:{images}", f"output_dir={out}"])
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stderr.flush()
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    if install is None:
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"the run failed: {status}"
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_crash_resume as t; "
+        f"t.child({str(out)!r}, {str(images)!r}, {point!r}, {n!r})"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True)
+    if point is None:
+        assert proc.returncode == 0, f"the run failed: {proc.stderr.decode()[-3000:]}"
     else:
-        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"not killed: {status}"
+        assert proc.returncode == -signal.SIGKILL, (
+            f"not killed ({proc.returncode}): {proc.stderr.decode()[-3000:]}"
+        )
     return marker.read_text() or None
 
 
@@ -180,16 +182,16 @@ def test_killed_anywhere_and_resumed_ends_as_the_uninterrupted_run(tmp_path: Pat
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert run(full, images) is None
 
-    assert run(cut, images, after_step(1)) is None  # before any checkpoint
+    assert run(cut, images, "after_step", 1) is None  # before any checkpoint
     assert checkpoints(cut) == []
-    assert run(cut, images, inside_checkpoint(2)) is None  # a fresh start: nothing to resume
+    assert run(cut, images, "inside_checkpoint", 2) is None  # a fresh start: nothing to resume
     assert checkpoints(cut) == ["step_0000002.tmp"]  # half written, under its temporary name
-    assert run(cut, images, after_step(3)) is None  # the half-written checkpoint is not picked up
+    assert run(cut, images, "after_step", 3) is None  # the half-written checkpoint is not picked up
     assert checkpoints(cut) == ["step_0000002"]
-    assert run(cut, images, inside_checkpoint(4)) == "step_0000002"
+    assert run(cut, images, "inside_checkpoint", 4) == "step_0000002"
     assert checkpoints(cut) == ["step_0000002", "step_0000004.tmp"]
-    assert run(cut, images, inside_metrics_rewrite) == "step_0000002"
-    assert run(cut, images, before_model) == "step_0000002"
+    assert run(cut, images, "inside_metrics_rewrite") == "step_0000002"
+    assert run(cut, images, "before_model") == "step_0000002"
     assert checkpoints(cut) == ["step_0000004", "step_0000006"] and not (cut / "model").exists()
     assert run(cut, images) == "step_0000006"
 
