@@ -5,7 +5,7 @@ serving the two zoo models and two small local models, so that switching among t
 in-memory LRU (MAX_SESSIONS = 3) and models are dropped and reloaded. After one warm-up load of each
 model (reference sets of ``--reference`` images, 1000 by default against the demo's 5000, to keep the
 warm-up short; an /assign call encodes one image whatever the size), ``--clients`` threads, each with
-its own gradio_client session, send calls for ``--seconds`` seconds, each drawn at random:
+its own gradio_client connection, send calls for ``--seconds`` seconds, each drawn at random:
 
 - a valid upload to /assign (a Fashion-MNIST image, PNG or JPEG, sometimes 2000 px wide);
 - a bad upload to /assign: text, an empty file, a truncated PNG, a 45-megapixel PNG, a PNG header that
@@ -131,7 +131,7 @@ def write_models(folder: Path) -> list[str]:
 
 
 class Client:
-    """One visitor: a gradio_client session that draws calls at random and classifies their answers."""
+    """One visitor: a gradio_client connection that draws calls at random and classifies their answers."""
 
     def __init__(self, url: str, seed: int, inputs: dict[str, list[Path]], models: list[str]) -> None:
         from gradio_client import Client as GradioClient

@@ -57,7 +57,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
     folder = model.save_pretrained(root / "dec")
     joint = tiny_model("carp", 1).save_pretrained(root / "joint")
     with pytest.MonkeyPatch.context() as mp:  # the registry names the joint model as the baseline
-        mp.setitem(registry.ZOO, str(folder.resolve()), SimpleNamespace(baseline=str(joint)))
+        mp.setitem(registry.ZOO, str(folder.resolve()), SimpleNamespace(baseline=str(joint), hub_id=None))
         demo = launch(
             str(folder), port=free_port(), reference_size=REFERENCE, cache_dir=root / "cache", block=False
         )

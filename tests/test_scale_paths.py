@@ -186,11 +186,12 @@ trainer.fit()
 
 
 def torchrun(out: Path, *args: str) -> None:
-    """WORKER on two gloo processes (fresh interpreters: forking after OpenMP kernels can hang)."""
+    """WORKER on two gloo processes (fresh interpreters: forking after OpenMP kernels can hang), with the
+    repository root on the path, where the checkout's train/ is importable."""
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
          str(out / "worker.py"), str(out), str(Path(__file__).parent), *args],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
 
