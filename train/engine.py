@@ -362,7 +362,7 @@ class Trainer:
         acc, workers = self.accelerator, cfg.num_workers
         bank_f, _, bank_y = gather_outputs(acc, model, bank_set, num_workers=workers)
         query_f, assign, query_y = gather_outputs(acc, model, query_set, num_workers=workers)
-        source = model.prototype_source
+        source = getattr(model, "prototype_source", None)  # lightly's anchors have prototypes only
         masses = source.mass.cpu() if isinstance(source, OnlineGMM) else None
         report = collapse_report(
             model.prototypes.float().cpu(), assignments=assign.float().argmax(1), masses=masses
