@@ -55,7 +55,7 @@ BAD = {  # kind -> the message the intended refusal contains
     "empty": "is not an image this demo can read",
     "truncated": "could not be decoded",
     "huge": "megapixels; the demo accepts up to",
-    "bomb": "megapixels; the demo accepts up to",
+    "bomb": "is far too large to decode",  # PIL refuses the claimed size before decoding
     "oversize": "maximum allowed size",  # sent straight to the upload route: gradio_client checks first
 }
 SERVER = """
