@@ -2,7 +2,7 @@
 
 python benchmarks/gmm_live.py [docs/tables/gmm_live]   # one <run>.jsonl per screen
 
-Each screen is the default recipe (train/configs/default.yaml: 600 steps of 64 images) with one GMM
+Each screen is the default recipe (train/configs/default.yaml) run for 600 steps of 64 images with one GMM
 setting; joint CARP is the same recipe with ``method=carp``. The command of every run is in
 ``RUNS``. Writes a markdown table (last val evaluation and final test k-NN), the figure
 docs/figures/gmm_live.png (live fraction = prototypes that are some val image's argmax, val k-NN and
@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from common import RESULTS, ROOT, table
 
-BASE = "python -m train --config default output_dir=runs/gmm_live/<run>"
+BASE = "python -m train --config default max_steps=600 eval_every=150 save_every=150 output_dir=runs/gmm_live/<run>"
 RUNS = {  # run -> the overrides of its command (BASE + overrides)
     "old_gmm": "gmm_init=random gmm_split_every=0",
     "split10": "",
