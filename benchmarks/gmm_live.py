@@ -21,7 +21,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from common import RESULTS, ROOT, table
 
-BASE = "python -m train --config default max_steps=600 eval_every=150 save_every=150 output_dir=runs/gmm_live/<run>"
+BASE = (
+    "python -m train --config default max_steps=600 eval_every=150 save_every=150 "
+    "output_dir=runs/gmm_live/<run>"
+)
 RUNS = {  # run -> the overrides of its command (BASE + overrides)
     "old_gmm": "gmm_init=random gmm_split_every=0",
     "split10": "",
