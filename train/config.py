@@ -166,7 +166,8 @@ def _typed(value: Any, annotation: Any) -> Any:
 
 def _coerce(name: str, text: str, annotation: Any) -> Any:
     """Parse an override's text into the field's type (YAML syntax: 1e-3, true, [a, b], null)."""
-    if annotation is str or str in typing.get_args(annotation) and text != "null":
+    union = isinstance(annotation, types.UnionType)  # str | None; list[str] is not a string field
+    if annotation is str or union and str in typing.get_args(annotation) and text != "null":
         return text
     try:
         return _typed(yaml.safe_load(text), annotation)
