@@ -21,8 +21,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from protozoo.prototypes import greedy_cover
-
 if TYPE_CHECKING:  # matplotlib is imported by the plotting functions only: it is slow to import
     from matplotlib.figure import Figure
 
@@ -61,6 +59,25 @@ def _as_unit_rows(prototypes: Tensor | np.ndarray) -> Tensor:
             "drop them before measuring collapse"
         )
     return x / norms[:, None]
+
+
+def greedy_cover(close: np.ndarray) -> list[int]:
+    """Representatives of a greedy cover in row order, the scan of the paper's Definition 2.1: row i is
+    kept unless an earlier kept row is close to it.
+
+    Args:
+        close: (n, n) bool, ``close[i, j]`` when rows i and j lie within the threshold of each other.
+
+    Returns:
+        The kept rows' indices, ascending.
+    """
+    taken = np.zeros(len(close), dtype=bool)
+    reps = []
+    for i in range(len(close)):
+        if not taken[i]:
+            reps.append(i)
+            taken[i + 1 :] |= close[i, i + 1 :]  # earlier rows are already representatives or covered
+    return reps
 
 
 def unique_prototypes(prototypes: Tensor | np.ndarray, eps: float = 0.025, chunk_size: int = 1024) -> int:

@@ -12,7 +12,6 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -330,25 +329,6 @@ class OnlineGMM(nn.Module):
             f"num_prototypes={self.num_prototypes}, dim={self.dim}, eta={self.eta}, init={self.init!r}, "
             f"split_every={self.split_every}, split_min_mass={self.split_min_mass}"
         )
-
-
-def greedy_cover(close: np.ndarray) -> list[int]:
-    """Representatives of a greedy cover in row order, the scan of the paper's Definition 2.1: row i is
-    kept unless an earlier kept row is close to it.
-
-    Args:
-        close: (n, n) bool, ``close[i, j]`` when rows i and j lie within the threshold of each other.
-
-    Returns:
-        The kept rows' indices, ascending.
-    """
-    taken = np.zeros(len(close), dtype=bool)
-    reps = []
-    for i in range(len(close)):
-        if not taken[i]:
-            reps.append(i)
-            taken[i + 1 :] |= close[i, i + 1 :]  # earlier rows are already representatives or covered
-    return reps
 
 
 class LearnablePrototypes(nn.Module):
