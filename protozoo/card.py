@@ -18,6 +18,9 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from protozoo.collapse import collapse_report
+from protozoo.prototype_files import read_prototype_file
+
 
 def _cards_dir() -> Path:
     """hub_cards/: the folder beside protozoo/ in a checkout, else the package data ``protozoo.hub_cards``."""
@@ -176,6 +179,40 @@ def finetune_table(name: str, path: Path = LABEL_EFFICIENCY) -> dict[str, Any] |
     return {"rows": rows, "test_size": settings.get("test_size"), "batch_size": settings.get("batch_size")}
 
 
+def live_prototypes(results: dict[str, Any], num_prototypes: int, head: Path | None = None) -> dict[str, Any]:
+    """The card's live and dead prototypes, and the unique fractions among the live ones.
+
+    Live prototypes are the best match (argmax) of at least one evaluation image: ``results["live"]``, or
+    ``K (1 - dead)`` from an older run that logged only the dead fraction. The unique fractions among them
+    are ``results["unique_live"]``; when the run lacks them but ``head`` holds the GMM's masses, they are
+    counted among the components carrying at least 2 units of mass instead (``carrying``). A prototype no
+    data uses stays where it was initialised, far from the others, so without either the unique fractions
+    may count dead random vectors as unique prototypes, and the card says so.
+
+    Args:
+        results: the checkpoint's ``protozoo.results``.
+        num_prototypes: K.
+        head: the checkpoint's head.safetensors, read only when the results lack ``unique_live``.
+
+    Returns:
+        ``{"live": int | None, "dead": int | None, "carrying": int | None, "unique_live": {eps: fraction}
+        | None, "among": what the unique fractions among the live count, or None}``.
+    """
+    live = results.get("live")
+    if live is None and results.get("dead") is not None:
+        live = round((1 - results["dead"]) * num_prototypes)
+    out = {"live": live, "dead": None if live is None else num_prototypes - live, "carrying": None}
+    out["unique_live"] = results.get("unique_live")
+    out["among"] = f"the {live} live" if out["unique_live"] else None
+    if out["unique_live"] is None and head is not None and head.is_file():
+        found = read_prototype_file(head)
+        if found.masses is not None:
+            report = collapse_report(found.prototypes, masses=found.masses)
+            out["carrying"], out["unique_live"] = report.carrying, report.unique_live
+            out["among"] = f"the {report.carrying} carrying" if report.unique_live else None
+    return out
+
+
 def render_card(
     config: dict[str, Any],
     *,
@@ -184,6 +221,7 @@ def render_card(
     hub_id: str | None = None,
     cards_dir: Path = CARDS_DIR,
     label_efficiency: Path = LABEL_EFFICIENCY,
+    head: Path | None = None,
 ) -> ModelCard:
     """Render the model card of a checkpoint from its config.json.
 
@@ -194,6 +232,8 @@ def render_card(
         hub_id: the Hub repo ("org/name") for the timm line; None shows timm's ``local-dir:`` form.
         cards_dir: the folder with the template and the prose files.
         label_efficiency: the label-efficiency benchmark's JSON (see :func:`finetune_table`).
+        head: the checkpoint's head.safetensors, for the live prototypes of a run that did not record
+            them (see :func:`live_prototypes`).
 
     Returns:
         A :class:`huggingface_hub.ModelCard` (``str(card)`` is README.md; ``card.data`` the metadata).
@@ -260,8 +300,17 @@ def render_card(
     ]
     if results.get("perplexity") is not None:
         result_rows.append(("usage perplexity / K", f"{results['perplexity']:.3f}"))
-    if results.get("dead") is not None:
-        result_rows.append(("dead prototypes (never the best match)", f"{results['dead']:.3f}"))
+    k = proto["num_prototypes"]
+    live = live_prototypes(results, k, head)
+    if live["live"] is not None:
+        result_rows += [
+            ("live prototypes (the best match of an evaluation image)", f"{live['live']} of {k}"),
+            ("dead prototypes (never the best match)", f"{live['dead']} of {k}"),
+        ]
+    elif result_rows:
+        result_rows.append(("live / dead prototypes", "unknown (not recorded by the run)"))
+    if live["carrying"] is not None:
+        result_rows.append(("GMM components carrying data (mass >= 2)", f"{live['carrying']} of {k}"))
     return ModelCard.from_template(
         card_data,
         template_path=str(template),
@@ -271,14 +320,19 @@ def render_card(
         details=details,
         recipe_rows=_recipe_rows(recipe),
         result_rows=result_rows,
-        unique_rows=[(eps, f"{unique[eps]:.3f}") for eps in EPS_KEYS if unique.get(eps) is not None],
+        unique_rows=[
+            (eps, f"{unique[eps]:.3f}", f"{live['unique_live'][eps]:.3f}" if live["among"] else None)
+            for eps in EPS_KEYS
+            if unique.get(eps) is not None
+        ],
+        live_among=live["among"],
         dataset_display=display,
         eval_split=results.get("eval_split"),
         in_chans=in_chans,
         img_size=height,
         num_features=config["num_features"],
         embed_dim=proto["embed_dim"],
-        num_prototypes=proto["num_prototypes"],
+        num_prototypes=k,
         protozoo_version=version("protozoo"),
         finetune=finetune_table(name, label_efficiency),
         **load_prose(name, cards_dir),

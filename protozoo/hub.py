@@ -225,6 +225,7 @@ def upload_folder(
         name=name,
         load_name=name if zoo is not None and zoo.hub_id == repo_id else repo_id,
         hub_id=repo_id,
+        head=folder / "head.safetensors",
     )
     files = upload_files(folder)
     operations: list[CommitOperationAdd | CommitOperationDelete] = [

@@ -380,6 +380,7 @@ class ProtoModel(nn.Module):
                 name=block["name"],
                 load_name=block["name"] if zoo else str(save_directory),
                 hub_id=zoo.hub_id if zoo else None,
+                head=tmp / "head.safetensors",
             )
             card.save(tmp / "README.md")
             checkpoint.swap_in(tmp, folder)

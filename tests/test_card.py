@@ -7,7 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from huggingface_hub import ModelCard
+from safetensors.torch import save_file
 
 from protozoo.card import CARDS_DIR, load_prose, render_card
 
@@ -100,7 +102,8 @@ def test_sections_usage_recipe_results_and_citations(tmp_path: Path) -> None:
     assert "| lr | 0.001 |" in text and "/home/me/run" not in text  # machine-local paths stay out
     assert "| k-NN top-1 | 88.12% |" in text and "| 0.025 | 0.912 |" in text and "linear-probe" not in text
     assert "| usage perplexity / K | 0.700 |" in text
-    assert "| dead prototypes (never the best match) | 0.250 |" in text
+    assert "| live prototypes (the best match of an evaluation image) | 768 of 1024 |" in text
+    assert "| dead prototypes (never the best match) | 256 of 1024 |" in text  # dead 0.25, live not logged
     assert "2510.20108" in text and "silva2023carp" in text and "@software{protozoo" in text
     assert "Apache-2.0" in text and "Fashion-MNIST (Zalando Research) is MIT-licensed" in text
 
@@ -148,6 +151,42 @@ def test_only_recorded_numbers_reach_the_model_index(
         assert "No evaluation results were recorded" in card.text and "protozoo diagnose m" in card.text
     if dataset == "imagefolder:/data/pets":
         assert card.data.eval_results[0].dataset_type == "imagefolder"  # not the local path
+
+
+def test_unique_fractions_among_the_live_prototypes_beside_those_over_all_k() -> None:
+    results = {**CONFIG["protozoo"]["results"], "live": 700, "dead": 0.31640625}
+    results["unique_live"] = {"0.025": 1.0, "0.1": 0.75, "0.25": 0.5, "0.5": 0.125}
+    text = render_card(with_results(results), name="m", load_name="m").text
+    assert "| live prototypes (the best match of an evaluation image) | 700 of 1024 |" in text
+    assert "| dead prototypes (never the best match) | 324 of 1024 |" in text
+    assert "| eps | unique fraction (all 1024) | unique fraction among the 700 live |" in text
+    assert "| 0.025 | 0.912 | 1.000 |" in text and "| 0.5 | 0.010 | 0.125 |" in text
+    assert "may count as unique" not in text
+
+
+def test_without_live_prototypes_the_card_says_they_are_unknown() -> None:
+    config = with_results({"knn_top1": 0.5, "unique": {"0.025": 0.5}})
+    text = render_card(config, name="m", load_name="m").text
+    assert "| live / dead prototypes | unknown (not recorded by the run) |" in text
+    assert "| 0.025 | 0.500 |" in text and "among the" not in text
+    assert "count all 1024 prototypes, live or dead" in text and "may count as unique ones" in text
+
+
+def test_an_older_run_counts_uniques_among_the_gmm_components_carrying_mass(tmp_path: Path) -> None:
+    means = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.001], [-1.0, 0.0]])  # rows 0 and 2 coincide
+    mass = torch.tensor([5.0, 1.0, 2.0, 1.5])  # rows 0 and 2 carry >= 2 units: one unique among them
+    save_file({"prototype_source.means": means, "prototype_source.mass": mass}, tmp_path / "head.safetensors")
+    config = with_results({"unique": {e: 0.75 for e in ("0.025", "0.1", "0.25", "0.5")}, "dead": 0.5})
+    config["protozoo"]["config"]["num_prototypes"] = 4
+    text = render_card(config, name="m", load_name="m", head=tmp_path / "head.safetensors").text
+    assert "| live prototypes (the best match of an evaluation image) | 2 of 4 |" in text
+    assert "| GMM components carrying data (mass >= 2) | 2 of 4 |" in text
+    assert "| eps | unique fraction (all 4) | unique fraction among the 2 carrying |" in text
+    assert "| 0.025 | 0.750 | 0.500 |" in text and "at least 2 units of mass" in text
+    assert render_card(config, name="m", load_name="m", head=tmp_path / "head.safetensors").text == text
+    save_file({"prototype_source.weight": means}, tmp_path / "joint.safetensors")  # a joint head: no masses
+    joint = render_card(config, name="m", load_name="m", head=tmp_path / "joint.safetensors").text
+    assert "carrying" not in joint and "may count as unique ones" in joint
 
 
 def test_card_files_hold_no_numbers() -> None:
