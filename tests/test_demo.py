@@ -19,9 +19,10 @@ from PIL import Image
 pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 
-from protozoo import ProtoConfig, ProtoModel, registry  # noqa: E402
-from protozoo.collapse import EPS_GRID  # noqa: E402
+from protozoo import ProtoConfig, ProtoModel, load, registry  # noqa: E402
+from protozoo.collapse import EPS_GRID, collapse_report, unique_fractions  # noqa: E402
 from protozoo.demo import (  # noqa: E402
     GALLERY_LEN,
     NUM_NEIGHBOURS,
@@ -31,6 +32,9 @@ from protozoo.demo import (  # noqa: E402
     open_upload,
     prepare_image,
 )
+from protozoo.demo.constants import CURVE_EPS  # noqa: E402
+from protozoo.demo.figures import collapse_table  # noqa: E402
+from protozoo.demo.reference import reference_images  # noqa: E402
 from protozoo.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist  # noqa: E402
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -136,6 +140,21 @@ def test_prototype(served: SimpleNamespace) -> None:
         served.client.predict(K, api_name="/prototype")
 
 
+def used_prototypes(folder: Path) -> int:
+    """Prototypes that are the top one of at least one reference image, computed here from the model."""
+    model, (images, _) = load(str(folder)), reference_images(REFERENCE)
+    with torch.inference_mode():
+        x = torch.stack([model.transform(Image.fromarray(im.numpy())) for im in images])
+        return int(torch.unique(model(x).assignments.argmax(1)).numel())
+
+
+def live_columns(label: str, used: int, extra: str = "") -> list[str]:
+    return [
+        f"{label}: all {K}",
+        f"{label}: among live (live {used} of {K} (top of a reference image), dead {K - used}{extra})",
+    ]
+
+
 def test_load_model_and_back(served: SimpleNamespace) -> None:
     status, slider, atlas, gallery, usage, heatmap, collapse, table = served.client.predict(
         str(served.joint), api_name="/load_model"
@@ -145,10 +164,15 @@ def test_load_model_and_back(served: SimpleNamespace) -> None:
     for plot in (atlas, usage, heatmap, collapse):
         assert opened(plot).width > 300
     assert len(gallery) == GALLERY_LEN
-    assert table["headers"] == ["eps", str(served.joint.resolve())]  # no baseline named for it
+    used_joint, used_dec = used_prototypes(served.joint), used_prototypes(served.folder)
+    assert table["headers"] == ["eps", *live_columns(str(served.joint.resolve()), used_joint)]  # no baseline
     status, *_, table = served.client.predict(str(served.folder), api_name="/load_model")
     assert "carp_dec" in status
-    assert table["headers"] == ["eps", str(served.folder.resolve()), f"{served.joint} (joint baseline)"]
+    assert table["headers"] == [  # an untrained GMM: no component carries 2 units of mass
+        "eps",
+        *live_columns(str(served.folder.resolve()), used_dec, "; GMM mass >= 2: 0"),
+        *live_columns(f"{served.joint} (joint baseline)", used_joint),
+    ]
     assert [row[0] for row in table["data"]] == list(EPS_GRID)
     assert all(0 < v <= 1 for row in table["data"] for v in row[1:])
 
@@ -165,11 +189,45 @@ def test_load_model_errors(served: SimpleNamespace, name: str, message: str) -> 
 def test_compare(served: SimpleNamespace) -> None:
     plot, table = served.client.predict(str(served.joint), api_name="/compare")
     assert opened(plot).width > 300
-    assert table["headers"][-1] == f"{served.joint} (compared)" and len(table["data"]) == len(EPS_GRID)
+    assert table["headers"][-2:] == live_columns(f"{served.joint} (compared)", used_prototypes(served.joint))
+    assert len(table["data"]) == len(EPS_GRID)
     _, table = served.client.predict("", api_name="/compare")
-    assert table["headers"][-1].endswith("(joint baseline)")
+    assert table["headers"][-1].startswith(f"{served.joint} (joint baseline): among live")
     with pytest.raises(AppError, match="Could not read prototypes from 'nope'"):
         served.client.predict("nope", api_name="/compare")
+
+
+def test_compare_a_prototype_file_counts_live_by_gmm_mass(served: SimpleNamespace, tmp_path: Path) -> None:
+    head = load_file(served.folder / "head.safetensors")
+    save_file(head, tmp_path / "untrained.safetensors")  # every component at its one pseudo-count of mass
+    _, table = served.client.predict(str(tmp_path / "untrained.safetensors"), api_name="/compare")
+    assert table["headers"][-1] == f"{tmp_path / 'untrained.safetensors'} (compared): all {K} " + (
+        f"(live 0 of {K} (GMM mass >= 2), dead {K})"
+    )  # dead random vectors, never shown as unique prototypes among live ones
+    head["prototype_source.mass"][:10] = 5.0
+    save_file(head, tmp_path / "ten.safetensors")
+    _, table = served.client.predict(str(tmp_path / "ten.safetensors"), api_name="/compare")
+    assert table["headers"][-1] == f"{tmp_path / 'ten.safetensors'} (compared): among live " + (
+        f"(live 10 of {K} (GMM mass >= 2), dead {K - 10})"
+    )
+
+
+def test_collapse_table_counts_uniques_among_the_live_prototypes() -> None:
+    prototypes = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.001], [-1.0, 0.0]])  # rows 0 and 2 coincide
+    curve = unique_fractions(prototypes, CURVE_EPS)
+    used = collapse_report(prototypes, assignments=torch.tensor([0, 0, 2, 1]))  # row 3 is dead
+    table = collapse_table([("m", curve, used)])
+    assert list(table.columns) == [
+        "eps",
+        "m: all 4",
+        "m: among live (live 3 of 4 (top of a reference image), dead 1)",
+    ]
+    assert table.iloc[0].tolist() == [0.025, 0.75, 0.6667]  # the dead row 3 no longer counts as unique
+    table = collapse_table([("m", curve, collapse_report(prototypes))])
+    assert list(table.columns) == [
+        "eps",
+        "m: all 4 (live and dead of 4 unknown (no reference set, no GMM masses))",
+    ]
 
 
 def bad_file(kind: str, tmp_path: Path) -> Path:

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from protozoo import registry
-from protozoo.collapse import unique_fractions, usage
+from protozoo.collapse import collapse_report, unique_fractions, usage
 from protozoo.config import ProtoConfig
 from protozoo.demo.access import Access, ModelSource, Refused
 from protozoo.demo.constants import (
@@ -33,6 +33,7 @@ from protozoo.demo.constants import (
 )
 from protozoo.demo.fetch import fetch_model
 from protozoo.demo.figures import (
+    Curve,
     atlas_figure,
     class_name,
     collapse_figure,
@@ -57,11 +58,24 @@ from protozoo.demo.reference import (
 )
 from protozoo.demo.uploads import open_upload, prepare_image
 from protozoo.model import ProtoModel
+from protozoo.prototypes import OnlineGMM
 from protozoo.transforms import eval_transform
 
 logger = logging.getLogger(__name__)
 
 _CACHE_VERSION = 1  # bump when the layout of the cached reference file changes
+
+
+def gmm_masses(model: ProtoModel) -> Tensor | None:
+    """The (K,) masses of a decoupled model's GMM, None for jointly learned prototypes."""
+    source = model.prototype_source
+    return source.mass.detach().float().cpu() if isinstance(source, OnlineGMM) else None
+
+
+def curve(label: str, prototypes: Tensor, masses: Tensor | None, winners: Tensor | None = None) -> Curve:
+    """The Collapse tab's curve of a prototype set: live by reference-set usage, else by GMM mass."""
+    report = collapse_report(prototypes, assignments=winners, masses=masses)
+    return label, unique_fractions(prototypes, CURVE_EPS), report
 
 
 class Session:
@@ -73,10 +87,11 @@ class Session:
         config: ProtoConfig,
         encoder: TorchEncoder | OnnxEncoder,
         prototypes: Tensor,
+        masses: Tensor | None,
         reference: Reference,
         projection: str,
         backend: str,
-        baseline: tuple[str, dict[str, float]] | None,
+        baseline: Curve | None,
     ) -> None:
         self.name, self.config, self.encoder = name, config, encoder
         self.projection, self.backend, self.baseline = projection, backend, baseline
@@ -88,7 +103,7 @@ class Session:
         self.counts = torch.bincount(self.winners, minlength=self.num_prototypes)  # (K,)
         m = min(GALLERY_LEN, len(reference.labels))
         self.members = torch.topk(reference.assignments, m, dim=0).indices.T  # (K, M), most assigned first
-        self.curve = unique_fractions(prototypes, CURVE_EPS)
+        self.curve = curve(name, prototypes, masses, self.winners)
         self.usage_image = render(usage_figure(self.counts, usage(reference.assignments)))
         self.heatmap_image = render(heatmap_figure(prototypes, self.counts, reference.assignments.mean(0)))
 
@@ -100,11 +115,11 @@ class Session:
             f"reference set: {len(self.ref.labels)} Fashion-MNIST test images; backend: {self.backend}"
         )
 
-    def curves(self, other: tuple[str, dict[str, float]] | None = None) -> list[tuple[str, dict[str, float]]]:
+    def curves(self, other: Curve | None = None) -> list[Curve]:
         """This model's unique-fraction curve, then the comparison (or the registry's baseline) if any."""
         if other is None and self.baseline is not None:
-            other = (f"{self.baseline[0]} (joint baseline)", self.baseline[1])
-        return [(self.name, self.curve)] + ([other] if other is not None else [])
+            other = (f"{self.baseline[0]} (joint baseline)", *self.baseline[1:])
+        return [self.curve] + ([other] if other is not None else [])
 
 
 class DemoApp:
@@ -177,8 +192,17 @@ class DemoApp:
             save_atomic(tensors, path)
         reference = Reference(images=self.images, labels=self.labels, **tensors)
         baseline = self._baseline(name)
+        masses = gmm_masses(model)
         return Session(
-            name, model.config, encoder, prototypes, reference, self.projection, self.backend, baseline
+            name,
+            model.config,
+            encoder,
+            prototypes,
+            masses,
+            reference,
+            self.projection,
+            self.backend,
+            baseline,
         )
 
     def _onnx_encoder(self, model: ProtoModel, digest: str) -> OnnxEncoder:
@@ -191,17 +215,42 @@ class DemoApp:
             path = export_onnx(model, path)
         return OnnxEncoder(path)
 
-    @staticmethod
-    def _baseline(name: str) -> tuple[str, dict[str, float]] | None:
+    def _winners(self, model: ProtoModel) -> Tensor:
+        """(N,) top prototype of each reference image under ``model``, computed once and cached by weights."""
+        spec = f"fashion_mnist/test/{len(self.labels)}/seed0|winners"
+        key = hashlib.sha256(f"{weights_digest(model)}|{spec}|v{_CACHE_VERSION}".encode()).hexdigest()[:20]
+        path = self.cache_dir / f"winners-{key}.safetensors"
+        if path.is_file():
+            return load_file(path)["winners"]
+        winners = encode_reference(TorchEncoder(model), self.images)["assignments"].argmax(1)
+        save_atomic({"winners": winners}, path)
+        return winners
+
+    def _other_curve(self, label: str, other: ProtoModel | str) -> Curve:
+        """The Collapse tab's curve of another prototype set.
+
+        A model's live prototypes are those its reference-set images use; a prototype file (a path) has
+        only its GMM masses, when it holds them, to tell the live ones.
+        """
+        from protozoo.model import load_prototype_file
+
+        if isinstance(other, str):
+            found = load_prototype_file(other)
+            return curve(label, found.prototypes, found.masses)
+        prototypes = other.prototypes.detach().float().cpu()
+        return curve(label, prototypes, gmm_masses(other), self._winners(other))
+
+    def _baseline(self, name: str) -> Curve | None:
         """The joint-training baseline the zoo registry names for a model, with its curve, when both exist."""
-        from protozoo.model import load_prototypes
+        from protozoo.model import load
 
         # a ZooEntry's ``baseline``: the zoo name, Hub id or folder of the same recipe trained jointly
         baseline = getattr(registry.ZOO.get(name), "baseline", None)
         if baseline is None:
             return None
         try:
-            return baseline, unique_fractions(load_prototypes(baseline), CURVE_EPS)
+            is_file = Path(baseline).expanduser().is_file()
+            return self._other_curve(baseline, baseline if is_file else load(baseline, device="cpu"))
         except (ValueError, FileNotFoundError, OSError) as e:
             logger.warning("the baseline %s of %s is not available: %s", baseline, name, e)
             return None
@@ -257,8 +306,6 @@ class DemoApp:
 
     def compare(self, other: str | None, source: ModelSource) -> tuple[Image.Image, pd.DataFrame]:
         """The collapse curve of the loaded model beside that of ``other`` (a model or a prototype file)."""
-        from protozoo.model import load_prototypes
-
         s = self.session(source)
         other, theirs = (other or "").strip(), None
         if not other:
@@ -266,12 +313,10 @@ class DemoApp:
         else:
             try:
                 theirs = self.access.source(other, files=True)
-                prototypes = (
-                    self.open(theirs).prototypes.detach()
-                    if theirs.kind == "hub"
-                    else load_prototypes(theirs.name)
+                is_file = theirs.kind == "local" and Path(theirs.name).is_file()
+                curves = s.curves(
+                    self._other_curve(f"{other} (compared)", theirs.name if is_file else self.open(theirs))
                 )
-                curves = s.curves((f"{other} (compared)", unique_fractions(prototypes, CURVE_EPS)))
             except (ValueError, TypeError, FileNotFoundError, OSError) as e:
                 raise self._refuse(other, theirs, e, "read prototypes from") from None
         return render(collapse_figure(curves)), collapse_table(curves)

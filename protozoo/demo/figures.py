@@ -11,12 +11,15 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from protozoo.collapse import EPS_GRID
+from protozoo.collapse import EPS_GRID, CollapseReport
 from protozoo.config import ProtoConfig
 from protozoo.demo.constants import CURVE_EPS, HEATMAP_MAX, STRIP_LEN
 from protozoo.fashion_mnist import FASHION_MNIST_CLASSES
 
 _SCALE = 4  # 28 px images are shown at 112 px
+# One prototype set on the Collapse tab: its label, its unique fractions over all K at each eps of
+# CURVE_EPS, and its collapse report (live and dead prototypes, the unique fractions among the live ones)
+Curve = tuple[str, dict[str, float], CollapseReport]
 
 
 def render(fig: Figure) -> Image.Image:
@@ -139,26 +142,62 @@ def heatmap_figure(prototypes: Tensor, counts: Tensor, mean_assignment: Tensor) 
     return fig
 
 
-def collapse_figure(curves: list[tuple[str, dict[str, float]]]) -> Figure:
-    """Unique fraction against eps for each (label, {eps string: fraction}) curve."""
-    fig = Figure(figsize=(7.5, 4.4), layout="constrained")
+def live_label(report: CollapseReport) -> str:
+    """ "live N of K, dead M" and what live means there, or that neither is known."""
+    k = report.num_prototypes
+    if report.used is not None:
+        text = f"live {report.used} of {k} (top of a reference image), dead {k - report.used}"
+        return text + (f"; GMM mass >= 2: {report.carrying}" if report.carrying is not None else "")
+    if report.carrying is not None:
+        return f"live {report.carrying} of {k} (GMM mass >= 2), dead {k - report.carrying}"
+    return f"live and dead of {k} unknown (no reference set, no GMM masses)"
+
+
+def _all_label(label: str, report: CollapseReport) -> str:
+    """The name of a curve over all K; it says live and dead there when no curve among the live follows."""
+    name = f"{label}: all {report.num_prototypes}"
+    return name if report.unique_live else f"{name} ({live_label(report)})"
+
+
+def collapse_figure(curves: list[Curve]) -> Figure:
+    """Unique fraction against eps for each curve: over all K (solid) and among the live prototypes (dashed).
+
+    A prototype that no data uses stays far from the others and counts as unique, so the dashed curve,
+    at the paper's eps, shows what the live prototypes alone do.
+    """
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
     ax = fig.add_subplot()
-    for (label, curve), colour in zip(curves, ("tab:blue", "tab:red"), strict=False):
-        ax.plot(CURVE_EPS, [curve[str(e)] for e in CURVE_EPS], "-", color=colour, label=label)
+    for (label, curve, report), colour in zip(curves, ("tab:blue", "tab:red"), strict=False):
+        among = report.unique_live
+        name = _all_label(label, report)
+        ax.plot(CURVE_EPS, [curve[str(e)] for e in CURVE_EPS], "-", color=colour, label=name)
         ax.plot(EPS_GRID, [curve[str(e)] for e in EPS_GRID], "o", color=colour)
+        if among:
+            ax.plot(EPS_GRID, [among[str(e)] for e in EPS_GRID], "s--", color=colour,
+                    label=f"{label}: among live ({live_label(report)})")  # fmt: skip
     ax.set(
-        xlabel="eps (larger merges more prototypes: stricter)", ylabel="unique prototypes / K", ylim=(0, 1.05)
+        xlabel="eps (larger merges more prototypes: stricter)",
+        ylabel="unique prototypes / K (dashed: / live)",
+        ylim=(0, 1.05),
     )
     ax.set_title("Partial prototype collapse")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
+    ax.legend(loc="lower left", fontsize=7)
     return fig
 
 
-def collapse_table(curves: list[tuple[str, dict[str, float]]]) -> pd.DataFrame:
-    """The curves at the paper's eps values, one column per curve."""
-    rows = [[e] + [round(curve[str(e)], 4) for _, curve in curves] for e in EPS_GRID]
-    return pd.DataFrame(rows, columns=["eps"] + [label for label, _ in curves])
+def collapse_table(curves: list[Curve]) -> pd.DataFrame:
+    """The curves at the paper's eps values: per curve a column over all K, and one among the live ones."""
+    columns, values = ["eps"], []
+    for label, curve, report in curves:
+        among = report.unique_live
+        columns.append(_all_label(label, report))
+        values.append([curve[str(e)] for e in EPS_GRID])
+        if among:
+            columns.append(f"{label}: among live ({live_label(report)})")
+            values.append([among[str(e)] for e in EPS_GRID])
+    rows = [[e] + [round(v[i], 4) for v in values] for i, e in enumerate(EPS_GRID)]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def class_name(label: Tensor | int) -> str:

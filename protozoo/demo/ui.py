@@ -174,7 +174,11 @@ def build_demo(
             gr.Markdown(
                 "A prototype is *unique* at eps when no earlier prototype lies within cosine distance eps "
                 "of it (the paper's Definition 2.1). Jointly trained prototypes tend to collapse onto few "
-                "directions; decoupled ones should stay near 1 at every eps."
+                "directions; decoupled ones should stay near 1 at every eps. A prototype that no data uses "
+                "stays where it started, far from the others, and counts as unique too; so each curve also "
+                "says how many prototypes are live (the top prototype of a reference image, or for a file "
+                "alone, a GMM component holding at least 2 units of mass) and dead, and the dashed curve "
+                "counts the unique ones among the live alone."
             )
             with gr.Row(equal_height=True):
                 other = gr.Textbox(
@@ -185,7 +189,9 @@ def build_demo(
                 compare_button = gr.Button("Compare", scale=1)
             collapse_plot = gr.Image(collapse0, show_label=False, interactive=False)
             collapse_table = gr.Dataframe(
-                table0, label="Unique fraction at the paper's eps", interactive=False
+                table0,
+                label="Unique fraction at the paper's eps, over all K and among the live",
+                interactive=False,
             )
 
         views = [state, status, proto, atlas, gallery, usage_plot, heatmap, collapse_plot, collapse_table]
