@@ -253,8 +253,9 @@ class Trainer:
                 K, block_size=cfg.block_size, sinkhorn_iterations=cfg.sinkhorn_iterations
             )
         else:
+            centering = "none" if cfg.centering == "posterior" else cfg.centering  # posteriors: as they are
             self.criterion = DINOLoss(
-                K, student_temp=cfg.student_temp, center_momentum=cfg.center_momentum, centering=cfg.centering
+                K, student_temp=cfg.student_temp, center_momentum=cfg.center_momentum, centering=centering
             )
         self.koleo = KoLeoProtoLoss()  # stateless: on the prototypes (carp_kp) and on features (koleo_weight)
         self.student, self.optimizer = acc.prepare(student, self._optimizer(list(student.parameters())))
@@ -307,6 +308,10 @@ class Trainer:
                     if isinstance(self.model.prototype_source, OnlineGMM):  # the prototype step
                         self.model.prototype_source.update(F.normalize(z_t.float(), dim=-1), beta=beta)
                     t_scores = self.teacher.prototype_logits(z_t).chunk(2)  # 2 x (B, K)
+                    if cfg.centering == "posterior":  # targets: the GMM's responsibilities γ(h_t)
+                        gmm = self.model.prototype_source
+                        t_scores = gmm.log_prob(F.normalize(z_t.float(), dim=-1)).chunk(2)
+                        teacher_temp = 1.0
                 out = self.student(views)  # prototypes now fixed for this step
                 student_scores = list(out.scores.chunk(len(views)))  # V x (B, K)
                 if self.model.config.family == "carp":
@@ -320,7 +325,8 @@ class Trainer:
                     terms["koleo"] = self.koleo(self.model.prototypes)["loss"]
                     loss = loss + cfg.kp_weight * terms["koleo"]
                 if cfg.koleo_weight:  # DINOv2: spread each global crop's batch of features
-                    globals_ = out.features.chunk(len(views))[:2]
+                    spread = out.features if cfg.koleo_space == "features" else out.embeddings
+                    globals_ = spread.chunk(len(views))[:2]
                     terms["koleo_features"] = sum(self.koleo(f)["loss"] for f in globals_) / 2
                     loss = loss + cfg.koleo_weight * terms["koleo_features"]
             if not torch.isfinite(loss):
