@@ -76,7 +76,7 @@ def test_dino_dec_targets_go_uniform_with_the_centre_and_not_with_the_gmm_poster
     late = {}
     for centering in ("ema", "posterior"):
         out = tmp_path / centering
-        gmm = ["gmm_init=first_batch", "gmm_split_every=5", "gmm_split_min_mass=0.1"]
+        gmm = ["lr=4e-3", "gmm_init=first_batch", "gmm_split_every=5", "gmm_split_min_mass=0.1"]
         cfg = tiny(out, "method=dino_dec", f"centering={centering}", "max_steps=16", "eval_every=100", *gmm)
         Trainer(cfg).fit()
         losses = [json.loads(x).get("loss") for x in (out / "metrics.jsonl").read_text().splitlines()]
