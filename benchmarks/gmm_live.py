@@ -28,20 +28,27 @@ SCREENS = {
         "gmm_default",
         "python -m train --config default output_dir=runs/gmm_default/<run>",
         {
-            "split10": ("gmm_split_min_mass=1", "split every 10 steps, dead below 1 unit"),
-            "s50": ("gmm_split_min_mass=1 gmm_split_every=50", "split every 50 steps, dead below 1 unit"),
+            "split10": ("gmm_split_min_mass=1 koleo_weight=0", "split every 10 steps, dead below 1 unit"),
+            "s50": (
+                "gmm_split_min_mass=1 koleo_weight=0 gmm_split_every=50",
+                "split every 50 steps, dead below 1 unit",
+            ),
             "kpp50": (
-                "gmm_split_min_mass=1 gmm_split_every=50 gmm_init=kmeans++",
+                "gmm_split_min_mass=1 koleo_weight=0 gmm_split_every=50 gmm_init=kmeans++",
                 "k-means++ seeding, split every 50 steps",
             ),
-            "shared": ("gmm_split_min_mass=1 gmm_covariance=shared", "split10 with one shared variance"),
-            "min01": ("", "split every 10 steps, dead below 0.1 unit (default)"),
-            "min01ko": (
-                "koleo_weight=0.1 koleo_space=embeddings",
-                "default + KoLeo 0.1 on the embeddings",
+            "shared": (
+                "gmm_split_min_mass=1 koleo_weight=0 gmm_covariance=shared",
+                "split10 with one shared variance",
+            ),
+            "min01": ("koleo_weight=0", "split every 10 steps, dead below 0.1 unit"),
+            "min01ko": ("", "the same + KoLeo 0.1 on the embeddings (default)"),
+            "min01ko5": (
+                "koleo_weight=0.5",
+                "default with KoLeo 0.5 on the embeddings",
             ),
             "dinopost": (
-                "method=dino_dec centering=posterior gmm_split_min_mass=1",
+                "method=dino_dec centering=posterior gmm_split_min_mass=1 koleo_weight=0",
                 "DINO + decoupling, GMM posteriors as targets",
             ),
         },
@@ -49,7 +56,7 @@ SCREENS = {
     "600": (
         "gmm_live",
         "python -m train --config default max_steps=600 eval_every=150 save_every=150 "
-        "gmm_split_min_mass=1 output_dir=runs/gmm_live/<run>",
+        "gmm_split_min_mass=1 koleo_weight=0 output_dir=runs/gmm_live/<run>",
         {
             "old_gmm": ("gmm_init=random gmm_split_every=0", "GMM, random init, no relocation (the paper's)"),
             "split10": ("", "GMM, first-batch init, split every 10 steps"),
