@@ -305,13 +305,14 @@ class Trainer:
             with acc.no_sync(self.student) if not last else nullcontext(), acc.autocast():
                 with torch.no_grad():
                     z_t = self.teacher.project(views[:2])
-                    if isinstance(self.model.prototype_source, OnlineGMM):  # the prototype step
-                        self.model.prototype_source.update(F.normalize(z_t.float(), dim=-1), beta=beta)
-                    t_scores = self.teacher.prototype_logits(z_t).chunk(2)  # 2 x (B, K)
-                    if cfg.centering == "posterior":  # targets: the GMM's responsibilities γ(h_t)
-                        gmm = self.model.prototype_source
-                        t_scores = gmm.log_prob(F.normalize(z_t.float(), dim=-1)).chunk(2)
-                        teacher_temp = 1.0
+                    source = self.model.prototype_source
+                    if isinstance(source, OnlineGMM):  # the prototype step
+                        h_t = F.normalize(z_t.float(), dim=-1)
+                        source.update(h_t, beta=beta)
+                    if cfg.centering == "posterior" and isinstance(source, OnlineGMM):  # targets: γ(h_t)
+                        t_scores, teacher_temp = source.log_prob(h_t).chunk(2), 1.0
+                    else:
+                        t_scores = self.teacher.prototype_logits(z_t).chunk(2)  # 2 x (B, K)
                 out = self.student(views)  # prototypes now fixed for this step
                 student_scores = list(out.scores.chunk(len(views)))  # V x (B, K)
                 if self.model.config.family == "carp":
