@@ -177,6 +177,10 @@ def test_two_processes_agree_with_one_on_the_gmm(tmp_path):
         (["eval_every=0"], ValueError, "eval_every must be a positive integer, got 0"),
         (["max_steps=-5"], ValueError, "max_steps must be a positive integer, got -5"),
         (["mixed_precision=fp8"], ValueError, "mixed_precision must be auto, bf16, fp16 or no"),
+        (["method=carp_dec", "centering=posterior"], ValueError, "posteriors as targets; for dino_dec only"),
+        (["centering=mean"], ValueError, "centering must be ema, sinkhorn or posterior, got 'mean'"),
+        (["koleo_space=pixels"], ValueError, "koleo_space must be features or embeddings, got 'pixels'"),
+        (["gmm_covariance=full"], ValueError, "Unknown covariance 'full'"),
     ],
 )
 def test_bad_recipes_stop_at_start_with_a_clear_message(tmp_path, overrides, error, match):
