@@ -37,6 +37,7 @@ class ProtoConfig:
     gmm_init_samples: int = 4096  # kmeans++: teacher embeddings buffered before the means are seeded
     gmm_split_every: int = 0  # every this many updates, dead GMM components take half of busy ones; 0: never
     gmm_split_min_mass: float = 1.0  # a component with less responsibility since the last check is dead
+    gmm_covariance: str = "diag"  # "diag" per component, or "shared": one isotropic variance for all
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm kwargs, e.g. drop_path_rate
 
     def __post_init__(self) -> None:

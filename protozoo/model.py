@@ -117,6 +117,7 @@ class ProtoModel(nn.Module):
                 init_samples=config.gmm_init_samples,
                 split_every=config.gmm_split_every,
                 split_min_mass=config.gmm_split_min_mass,
+                covariance=config.gmm_covariance,
             )
         else:
             self.prototype_source = LearnablePrototypes(config.num_prototypes, config.embed_dim)

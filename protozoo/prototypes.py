@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from protozoo.distributed import all_reduce_sum_, broadcast_
 
 INITS = ("random", "first_batch", "kmeans++")
+COVARIANCES = ("diag", "shared")
 _SPARSE_GAMMA = 1e-9  # responsibilities at or below this are left out of sparse statistics
 
 
@@ -84,12 +85,17 @@ class OnlineGMM(nn.Module):
         chunk_size: int = 4096,
         split_every: int = 0,
         split_min_mass: float = 1.0,
+        covariance: str = "diag",
     ) -> None:
         super().__init__()
         if num_prototypes < 1 or dim < 1:
             raise ValueError(f"OnlineGMM needs num_prototypes >= 1 and dim >= 1, got {num_prototypes}, {dim}")
         if not 0.0 < eta < 1.0:
             raise ValueError(f"eta must lie in (0, 1), got {eta}; the default 1e-3 suits K around 1-64k")
+        if covariance not in COVARIANCES:
+            raise ValueError(
+                f"Unknown covariance {covariance!r}; valid choices are {', '.join(map(repr, COVARIANCES))}"
+            )
         if init not in INITS:
             raise ValueError(f"Unknown init {init!r}; valid choices are {', '.join(map(repr, INITS))}")
         if init == "kmeans++" and init_samples < num_prototypes:
@@ -103,6 +109,7 @@ class OnlineGMM(nn.Module):
             raise ValueError(f"split_every must be >= 0 (0 never splits), got {split_every}")
         self.init_noise, self.chunk_size = init_noise, chunk_size
         self.split_every, self.split_min_mass = split_every, split_min_mass
+        self.covariance = covariance
         mu = F.normalize(torch.randn(num_prototypes, dim), dim=1)
         var = torch.full((num_prototypes, dim), 1.0 / dim)
         # One pseudo-count of mass per component, so the statistics describe the initial guess.
@@ -158,11 +165,16 @@ class OnlineGMM(nn.Module):
             yield k, torch.addmm(beta * (self.log_weights[k] - 0.5 * const), hh, w.T)  # (B, Kc)
 
     @torch.no_grad()
-    def responsibilities(self, h: Tensor, beta: float = 1.0) -> Tensor:
-        """E-step for inspection: γ (B, K) = softmax_k(β · logp). Rows sum to 1."""
+    def log_prob(self, h: Tensor, beta: float = 1.0) -> Tensor:
+        """β · logp (B, K): β times the joint log-density log π_k + log N(h_i | μ_k, σ²_k)."""
         h = self._check(h)
         with torch.autocast(h.device.type, enabled=False):
-            return torch.cat([lp for _, lp in self._log_prob_chunks(h, beta)], dim=1).softmax(dim=1)
+            return torch.cat([lp for _, lp in self._log_prob_chunks(h, beta)], dim=1)
+
+    @torch.no_grad()
+    def responsibilities(self, h: Tensor, beta: float = 1.0) -> Tensor:
+        """E-step for inspection: γ (B, K) = softmax_k(β · logp). Rows sum to 1."""
+        return self.log_prob(h, beta).softmax(dim=1)
 
     @torch.no_grad()
     def update(self, h: Tensor, beta: float = 1.0) -> None:
@@ -248,7 +260,11 @@ class OnlineGMM(nn.Module):
     def _m_step(self) -> None:
         torch.div(self.s1, self.mass[:, None], out=self.means)
         torch.div(self.s2, self.mass[:, None], out=self.variances)
-        self.variances.addcmul_(self.means, self.means, value=-1.0).clamp_(min=self.var_floor)
+        self.variances.addcmul_(self.means, self.means, value=-1.0)
+        if self.covariance == "shared":  # σ² = Σ_k A_k Σ_d σ²_kd / (d ΣA), one value for all
+            pooled = self.mass @ self.variances.sum(1) / (self.dim * self.mass.sum())
+            self.variances.copy_(pooled.expand_as(self.variances))
+        self.variances.clamp_(min=self.var_floor)
         self.log_weights.copy_(self.mass.log() - self.mass.sum().log())
 
     def _init_from(self, h: Tensor) -> None:
@@ -302,8 +318,9 @@ class OnlineGMM(nn.Module):
         if len(dead) == 0:
             return
         mu, var = self.means[donors], self.variances[donors]  # (n, d)
-        axis = var.argmax(1, keepdim=True)  # (n, 1): the largest-variance axis of each donor
-        step = torch.zeros_like(mu).scatter_(1, axis, var.gather(1, axis).sqrt())  # (n, d): σ_e e
+        spread = self.s2[donors] / self.mass[donors, None] - mu**2  # (n, d): each donor's own variances
+        axis = spread.argmax(1, keepdim=True)  # (n, 1): the largest-variance axis of each donor
+        step = torch.zeros_like(mu).scatter_(1, axis, spread.gather(1, axis).clamp(min=0).sqrt())  # σ_e e
         mass = self.mass[donors] / 2
         for index, mean in ((donors, mu + step), (dead, mu - step)):
             self.mass[index] = mass

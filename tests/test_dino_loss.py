@@ -153,6 +153,21 @@ def test_sinkhorn_centering_matches_naive_loops_and_leaves_the_centre():
     assert (loss_fn.center == 0).all()
 
 
+def test_no_centering_scores_the_plain_softmax_and_leaves_the_centre():
+    torch.manual_seed(0)
+    loss_fn = DINOLoss(6, student_temp=0.2, centering="none")
+    student, teacher = [torch.randn(8, 6) for _ in range(2)], [torch.randn(8, 6) for _ in range(2)]
+    terms = [
+        -((teacher[t].double() / 0.5).softmax(1) * (student[s].double() / 0.2).log_softmax(1)).sum(1)
+        for t in range(2)
+        for s in range(2)
+        if s != t
+    ]
+    out = loss_fn(student=student, teacher=teacher, teacher_temp=0.5)
+    torch.testing.assert_close(out["loss"].double(), torch.cat(terms).mean(), rtol=1e-5, atol=1e-6)
+    assert (loss_fn.center == 0).all()
+
+
 def test_unknown_centering_raises():
-    with pytest.raises(ValueError, match="Unknown centering 'softmax'; valid choices are ema, sinkhorn"):
+    with pytest.raises(ValueError, match="Unknown centering 'softmax'; valid choices are ema, sinkhorn, no"):
         DINOLoss(4, centering="softmax")

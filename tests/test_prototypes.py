@@ -158,6 +158,30 @@ def test_without_splitting_most_components_stay_dead_and_with_it_every_one_carri
     assert carrying[10] == 256 and used[10] >= 0.95 * 256, (carrying, used)
 
 
+@pytest.mark.parametrize("covariance, owner", [("diag", 1), ("shared", 0)])
+def test_shared_variance_gives_a_point_to_the_nearest_mean_not_the_broadest(covariance, owner):
+    torch.manual_seed(0)
+    gmm = OnlineGMM(2, 2, eta=0.5, covariance=covariance, var_floor=1e-6)
+    tight = torch.tensor([1.0, 0.0]) + 0.01 * torch.randn(200, 2)  # component 0's data
+    broad = torch.tensor([0.0, 1.0]) + 0.3 * torch.randn(200, 2)  # component 1's data
+    with torch.no_grad():  # fit each component to its own cluster
+        for k, x in enumerate((tight, broad)):
+            gmm.mass[k], gmm.s1[k], gmm.s2[k] = len(x), x.sum(0), (x**2).sum(0)
+        gmm._m_step()
+    if covariance == "shared":  # one value: the mass-weighted mean of the diagonal variances
+        expected = ((tight.var(0, correction=0).sum() + broad.var(0, correction=0).sum()) / 4).item()
+        torch.testing.assert_close(gmm.variances, torch.full((2, 2), expected))
+    # (0.7, 0.3) is nearer the tight cluster's mean, but within the broad cluster's spread
+    assert int(gmm.responsibilities(torch.tensor([[0.7, 0.3]])).argmax()) == owner
+
+
+def test_log_prob_is_the_log_of_the_responsibilities_up_to_a_constant():
+    gmm = OnlineGMM(16, 4)
+    h = F.normalize(torch.randn(8, 4), dim=1)
+    log_gamma = gmm.responsibilities(h, beta=0.5).log()
+    torch.testing.assert_close(gmm.log_prob(h, beta=0.5).log_softmax(1), log_gamma)
+
+
 def test_split_gives_a_dead_component_half_of_the_busiest_one():
     torch.manual_seed(0)
     gmm = OnlineGMM(4, 3, split_every=1)
@@ -219,6 +243,7 @@ def test_bad_embeddings_raise(h, match):
         ),
         ({"num_prototypes": 0}, ">= 1"),
         ({"split_every": -1}, "split_every must be >= 0"),
+        ({"covariance": "full"}, "Unknown covariance 'full'; valid choices are 'diag', 'shared'"),
     ],
 )
 def test_bad_settings_raise(kwargs, match):

@@ -70,6 +70,22 @@ def test_decoupled_prototypes_get_no_gradient_and_the_gmm_moves(tmp_path):
     assert all(not b.requires_grad for b in gmm.buffers())
 
 
+def test_dino_dec_targets_go_uniform_with_the_centre_and_not_with_the_gmm_posteriors(tmp_path):
+    # DINO's centred, sharpened targets over prototypes that follow the embeddings flatten to uniform,
+    # so the loss sits at log K; the GMM's own posteriors stay peaked, so the student can fit them.
+    late = {}
+    for centering in ("ema", "posterior"):
+        out = tmp_path / centering
+        gmm = ["lr=4e-3", "gmm_init=first_batch", "gmm_split_every=5", "gmm_split_min_mass=0.1"]
+        cfg = tiny(out, "method=dino_dec", f"centering={centering}", "max_steps=16", "eval_every=100", *gmm)
+        Trainer(cfg).fit()
+        losses = [json.loads(x).get("loss") for x in (out / "metrics.jsonl").read_text().splitlines()]
+        late[centering] = torch.tensor([x for x in losses if x is not None][-6:]).mean().item()
+    log_k = torch.tensor(64.0).log().item()
+    assert late["ema"] > 0.9 * log_k, late
+    assert late["posterior"] < 0.6 * log_k, late
+
+
 def test_feature_koleo_reaches_the_backbone_gradient(tmp_path):
     backbones = []
     for weight in (0.0, 1.0):  # Trainer seeds itself, so both start from the same weights and views
@@ -161,6 +177,10 @@ def test_two_processes_agree_with_one_on_the_gmm(tmp_path):
         (["eval_every=0"], ValueError, "eval_every must be a positive integer, got 0"),
         (["max_steps=-5"], ValueError, "max_steps must be a positive integer, got -5"),
         (["mixed_precision=fp8"], ValueError, "mixed_precision must be auto, bf16, fp16 or no"),
+        (["method=carp_dec", "centering=posterior"], ValueError, "posteriors as targets; for dino_dec only"),
+        (["centering=mean"], ValueError, "centering must be ema, sinkhorn or posterior, got 'mean'"),
+        (["koleo_space=pixels"], ValueError, "koleo_space must be features or embeddings, got 'pixels'"),
+        (["gmm_covariance=full"], ValueError, "Unknown covariance 'full'"),
     ],
 )
 def test_bad_recipes_stop_at_start_with_a_clear_message(tmp_path, overrides, error, match):

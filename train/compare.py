@@ -38,7 +38,13 @@ REGIMES: dict[str, list[str]] = {
         "freeze_last_layer_steps=100",
         "teacher_temp_warmup_steps=300",
     ],
-    "dino_dec": ["weight_decay=0.04", "weight_decay_end=0.4", "teacher_temp_warmup_steps=300"],
+    # DINO + decoupling: the GMM's posteriors as the teacher's targets (centred ones go uniform).
+    "dino_dec": [
+        "weight_decay=0.04",
+        "weight_decay_end=0.4",
+        "teacher_temp_warmup_steps=300",
+        "centering=posterior",
+    ],
     # Outside anchors (train/anchors.py). lightly's DINO in our dino's AdamW regime. lightly's SwAV in
     # SwAV's own: LARS (trust 0.001), momentum 0.9, weight decay 1e-6, no gradient clipping, lr 0.6 per
     # 256 images to 6e-4 (its small-batch setting, as in lightly's ImageNet benchmark; the Trainer

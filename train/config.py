@@ -73,6 +73,7 @@ class TrainConfig:
     sinkhorn_iterations: int = 0  # CARP: SwAV-style equipartitioned teacher targets when > 0 (3 in SwAV)
     kp_weight: float = 0.1  # KoLeo-proto weight (carp_kp)
     koleo_weight: float = 0.0  # DINOv2's KoLeo on the student's backbone features of each global crop
+    koleo_space: str = "features"  # features (DINOv2: pooled backbone) | embeddings (the prototypes' space)
     student_temp: float = 0.1  # DINO
     teacher_temp: float = 0.07  # DINO, reached after teacher_temp_warmup_steps
     teacher_temp_start: float = 0.04  # DINO; lower it if training is unstable at the start
@@ -88,6 +89,7 @@ class TrainConfig:
     gmm_init_samples: int = 4096  # kmeans++: teacher embeddings buffered before seeding (>= K; 4 K is good)
     gmm_split_every: int = 0  # every this many steps, dead components take half of the busiest ones
     gmm_split_min_mass: float = 1.0  # responsibility since the last check below which a component is dead
+    gmm_covariance: str = "diag"  # diag | shared (one isotropic variance, so ownership is by distance)
     # ---- evaluation, logging, checkpoints ----
     eval_every: int = 200  # steps between k-NN + collapse evaluations (also at each epoch end)
     eval_bank_size: int = 10000  # training images in the k-NN memory bank during training
@@ -118,6 +120,12 @@ class TrainConfig:
                 f"num_prototypes={self.num_prototypes} is not divisible by block_size={self.block_size}; "
                 f"choose K as a multiple of the block size (block sizes that divide K: {ok})"
             )
+        if self.koleo_space not in ("features", "embeddings"):
+            raise ValueError(f"koleo_space must be features or embeddings, got {self.koleo_space!r}")
+        if self.centering not in ("ema", "sinkhorn", "posterior"):
+            raise ValueError(f"centering must be ema, sinkhorn or posterior, got {self.centering!r}")
+        if self.centering == "posterior" and self.method != "dino_dec":
+            raise ValueError("centering=posterior takes the GMM's posteriors as targets; for dino_dec only")
         if self.mixed_precision not in ("auto", "bf16", "fp16", "no"):
             raise ValueError(f"mixed_precision must be auto, bf16, fp16 or no, got {self.mixed_precision!r}")
         positive = ("batch_size", "epochs", "grad_accum_steps", "eval_every", "log_every", "save_every")

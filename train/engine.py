@@ -253,8 +253,9 @@ class Trainer:
                 K, block_size=cfg.block_size, sinkhorn_iterations=cfg.sinkhorn_iterations
             )
         else:
+            centering = "none" if cfg.centering == "posterior" else cfg.centering  # posteriors: as they are
             self.criterion = DINOLoss(
-                K, student_temp=cfg.student_temp, center_momentum=cfg.center_momentum, centering=cfg.centering
+                K, student_temp=cfg.student_temp, center_momentum=cfg.center_momentum, centering=centering
             )
         self.koleo = KoLeoProtoLoss()  # stateless: on the prototypes (carp_kp) and on features (koleo_weight)
         self.student, self.optimizer = acc.prepare(student, self._optimizer(list(student.parameters())))
@@ -304,9 +305,14 @@ class Trainer:
             with acc.no_sync(self.student) if not last else nullcontext(), acc.autocast():
                 with torch.no_grad():
                     z_t = self.teacher.project(views[:2])
-                    if isinstance(self.model.prototype_source, OnlineGMM):  # the prototype step
-                        self.model.prototype_source.update(F.normalize(z_t.float(), dim=-1), beta=beta)
-                    t_scores = self.teacher.prototype_logits(z_t).chunk(2)  # 2 x (B, K)
+                    source = self.model.prototype_source
+                    if isinstance(source, OnlineGMM):  # the prototype step
+                        h_t = F.normalize(z_t.float(), dim=-1)
+                        source.update(h_t, beta=beta)
+                    if cfg.centering == "posterior" and isinstance(source, OnlineGMM):  # targets: γ(h_t)
+                        t_scores, teacher_temp = source.log_prob(h_t).chunk(2), 1.0
+                    else:
+                        t_scores = self.teacher.prototype_logits(z_t).chunk(2)  # 2 x (B, K)
                 out = self.student(views)  # prototypes now fixed for this step
                 student_scores = list(out.scores.chunk(len(views)))  # V x (B, K)
                 if self.model.config.family == "carp":
@@ -320,7 +326,8 @@ class Trainer:
                     terms["koleo"] = self.koleo(self.model.prototypes)["loss"]
                     loss = loss + cfg.kp_weight * terms["koleo"]
                 if cfg.koleo_weight:  # DINOv2: spread each global crop's batch of features
-                    globals_ = out.features.chunk(len(views))[:2]
+                    spread = out.features if cfg.koleo_space == "features" else out.embeddings
+                    globals_ = spread.chunk(len(views))[:2]
                     terms["koleo_features"] = sum(self.koleo(f)["loss"] for f in globals_) / 2
                     loss = loss + cfg.koleo_weight * terms["koleo_features"]
             if not torch.isfinite(loss):

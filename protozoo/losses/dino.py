@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from protozoo.distributed import all_reduce_sum_
 from protozoo.losses.carp import check_finite, check_views, sinkhorn
 
-CENTERING = ("ema", "sinkhorn")
+CENTERING = ("ema", "sinkhorn", "none")
 
 
 class DINOLoss(nn.Module):
@@ -41,7 +41,8 @@ class DINOLoss(nn.Module):
         centering: "ema" (DINO: subtract the centre c) or "sinkhorn" (DINOv2: the teacher's targets are
             the Sinkhorn-Knopp equipartition of exp(g_t / τ_t) over the global batch, 3 iterations, so
             every prototype receives the same mass and neither one prototype nor the uniform target
-            can take over; the centre is then unused).
+            can take over; the centre is then unused) or "none" (softmax(g_t / τ_t) as it is; decoupled
+            training passes the GMM's log-densities at τ_t = 1, so the targets are its posteriors).
 
     Raises:
         ValueError: if an argument is out of range.
@@ -111,6 +112,8 @@ class DINOLoss(nn.Module):
                 g_t = torch.stack(teacher).detach().float()  # (V_t, B, K)
                 if self.centering == "sinkhorn":
                     q = torch.stack([sinkhorn(g / tau_t, iterations=3) for g in g_t])  # (V_t, B, K)
+                elif self.centering == "none":
+                    q = (g_t / tau_t).softmax(dim=-1)
                 else:
                     q = ((g_t - self.center) / tau_t).softmax(dim=-1)  # (V_t, B, K)
 
