@@ -90,20 +90,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.run:
         train_missing()
-    done = [(m, s) for m, s in ORDER if (TABLES / f"{name(m, s)}.jsonl").exists()]
+    done = [(m, s) for m in METHODS for s in SEEDS if (TABLES / f"{name(m, s)}.jsonl").exists()]
     runs = {(m, s): evaluations(TABLES / f"{name(m, s)}.jsonl") for m, s in done}
     summary: dict[str, dict] = {}
     for (method, seed), (evals, final) in runs.items():
         rows = [
-            [r["step"], fractions(measured(r)), fractions(r["unique"]), r["live"], K - r["live"],
+            [r["step"], fractions(measured(r)), fractions(r["unique"]),
+             f"{r.get('student_nn_cosine_mean', r['nn_cosine_mean']):.3f}", r["live"], K - r["live"],
              f"{r['perplexity']:.3f}", f"{r['knn_top1']:.4f}"]
             for r in evals
         ]  # fmt: skip
         print(f"\n{name(method, seed)}: `{COMMAND.format(method=method, seed=seed)}`")
         print(
             table(
-                ["step", "unique@0.025/0.1/0.25/0.5 (moved)", "unique (teacher)", "live", "dead",
-                 "perplexity/K", "val k-NN"],
+                ["step", "unique@0.025/0.1/0.25/0.5 (moved)", "unique (teacher)", "NN cosine (moved)", "live",
+                 "dead", "perplexity/K", "val k-NN"],
                 rows,
             )
         )  # fmt: skip
@@ -115,13 +116,22 @@ def main() -> None:
             "test_knn": final["knn_top1"],
             "test_linear": final.get("linear_top1"),
         }
+    steps = sorted({r["step"] for evals, _ in runs.values() for r in evals})
+    for title, cell in (
+        ("unique@0.5, moved (teacher's)", lambda r: f"{measured(r)['0.5']:.3f} ({r['unique']['0.5']:.3f})"),
+        ("live prototypes of 1024 / usage perplexity of K", lambda r: f"{r['live']} / {r['perplexity']:.2f}"),
+    ):
+        print(f"\n{title}, over steps:")
+        at = {key: {r["step"]: r for r in evals} for key, (evals, _) in runs.items()}
+        rows = [[step, *(cell(at[key][step]) if step in at[key] else "" for key in runs)] for step in steps]
+        print(table(["step", *(name(*key) for key in runs)], rows))
     print("\nAt the end (test split; unique and live at the last val evaluation):")
     print(
         table(
             ["run", "unique@0.025/0.1/0.25/0.5 (moved)", "unique (teacher)", "live", "first step ≤ 0.5 @0.5",
              "test k-NN", "test linear"],
             [[n, fractions(measured(evals[-1])), fractions(evals[-1]["unique"]), evals[-1]["live"],
-              summary[n]["first_step_unique_at_most_0.5"]["0.5"], f"{final['knn_top1']:.4f}",
+              summary[n]["first_step_unique_at_most_0.5"]["0.5"] or "never", f"{final['knn_top1']:.4f}",
               f"{final.get('linear_top1', float('nan')):.4f}"]
              for (n, (evals, final)) in ((name(*key), value) for key, value in runs.items())],
         )
