@@ -5,8 +5,10 @@ python benchmarks/collapse_study.py         # tables, paired k-NN intervals, fig
 
 The regime is train/configs/collapse.yaml (plain SGD at a constant lr of 0.45 with a constant EMA of 0.99,
 in which joint CARP's learnable prototypes collapse partially); each run is ``COMMAND`` with its method
-and seed. ``--run`` copies every finished run's metrics.jsonl and the test k-NN predictions of its final
-evaluation (predictions.json) into docs/tables/collapse/ as <run>.jsonl and <run>_predictions.json.
+and seed, and then joint CARP and CARP + KoLeo-proto run twice as long (``LONG_COMMAND``, seed 0) to see
+whether the collapse reaches finer eps. ``--run`` copies every finished run's metrics.jsonl and the test
+k-NN predictions of its final evaluation (predictions.json) into docs/tables/collapse/ as <run>.jsonl and
+<run>_predictions.json.
 Without it, the script reads those files and prints, per run, the collapse measures over steps (unique
 fractions at the four eps of the student's learnable matrix for joint methods, of the GMM's means for
 carp_dec, and of the teacher's EMA copy; live and dead prototypes on the val split; usage perplexity),
@@ -40,6 +42,11 @@ COMMAND = (
 METHODS = ("carp", "carp_kp", "carp_dec")
 SEEDS = (0, 1)
 ORDER = [(m, s) for s in SEEDS for m in ("carp", "carp_dec", "carp_kp")]  # the order --run trains them in
+LONGER = ("carp", "carp_kp")  # then these, seed 0, twice as long: does the collapse reach eps 0.25?
+LONG_COMMAND = (
+    "python -m train --config train/configs/collapse.yaml method={method} seed=0 max_steps=4000 "
+    "output_dir=runs/collapse/{method}_s0_4000 resume=true"
+)
 EPS = ("0.025", "0.1", "0.25", "0.5")
 K = 1024
 TABLES = ROOT / "docs" / "tables" / "collapse"
@@ -53,13 +60,14 @@ def train_missing() -> None:
     """Train each run that has no final predictions yet (resuming from its checkpoints), then copy its
     record into docs/tables/collapse/."""
     TABLES.mkdir(parents=True, exist_ok=True)
-    for method, seed in ORDER:
-        out = ROOT / "runs" / "collapse" / name(method, seed)
+    runs = [(name(m, s), COMMAND.format(method=m, seed=s)) for m, s in ORDER]
+    runs += [(f"{m}_s0_4000", LONG_COMMAND.format(method=m)) for m in LONGER]
+    for run, command in runs:
+        out = ROOT / "runs" / "collapse" / run
         if not (out / "predictions.json").exists():
-            command = COMMAND.format(method=method, seed=seed).split()
-            subprocess.run([sys.executable, *command[1:]], cwd=ROOT, check=True)
+            subprocess.run([sys.executable, *command.split()[1:]], cwd=ROOT, check=True)
         for source, target in (("metrics.jsonl", ".jsonl"), ("predictions.json", "_predictions.json")):
-            shutil.copyfile(out / source, TABLES / f"{name(method, seed)}{target}")
+            shutil.copyfile(out / source, TABLES / f"{run}{target}")
 
 
 def evaluations(path: Path) -> tuple[list[dict], dict]:
@@ -82,6 +90,38 @@ def fractions(values: dict[str, float]) -> str:
 def first_below(evals: list[dict], eps: str, level: float = 0.5) -> int | None:
     """The first evaluation step at which the measured unique fraction at ``eps`` is at most ``level``."""
     return next((r["step"] for r in evals if measured(r)[eps] <= level), None)
+
+
+def report_longer() -> dict[str, dict]:
+    """Print unique@0.25 / 0.5 over the 4000-step runs (student's matrix, teacher's in brackets) and their
+    test k-NN and linear probe; return their summaries."""
+    longer = {m: TABLES / f"{m}_s0_4000.jsonl" for m in LONGER}
+    longer = {m: evaluations(path) for m, path in longer.items() if path.exists()}
+    if not longer:
+        return {}
+
+    def cell(r: dict) -> str:
+        moved, teacher = measured(r), r["unique"]
+        return f"{moved['0.25']:.3f} / {moved['0.5']:.3f} ({teacher['0.25']:.3f} / {teacher['0.5']:.3f})"
+
+    at = {m: {r["step"]: r for r in evals} for m, (evals, _) in longer.items()}
+    steps = sorted(step for step in set.intersection(*(set(a) for a in at.values())) if step % 400 == 0)
+    rows = [[step, *(cell(at[m][step]) for m in longer)] for step in steps]
+    rows.append(
+        ["test k-NN / linear", *(f"{f['knn_top1']:.4f} / {f['linear_top1']:.4f}" for _, f in longer.values())]
+    )
+    print("\n4000 steps, seed 0: unique@0.25 / 0.5 of the student's matrix (the teacher's copy in brackets):")
+    print(table(["step", *(f"{m}_s0_4000" for m in longer)], rows))
+    return {
+        f"{m}_s0_4000": {
+            "command": LONG_COMMAND.format(method=m),
+            "first_step_unique_at_most_0.5": {e: first_below(evals, e) for e in EPS},
+            "last": {k: evals[-1].get(k) for k in ("unique", "student_unique", "live", "perplexity")},
+            "test_knn": final["knn_top1"],
+            "test_linear": final.get("linear_top1"),
+        }
+        for m, (evals, final) in longer.items()
+    }
 
 
 def main() -> None:
@@ -152,6 +192,7 @@ def main() -> None:
             summary.setdefault("knn_differences", {})[f"{a}-{b}_s{seed}"] = d
     print("\nTest k-NN differences on the same 10 000 images (paired 95 % Wald interval):")
     print(table(["difference", "seed", "k-NN", "95 % interval"], pairs))
+    summary |= report_longer()
     fig, axes = plt.subplots(2, len(EPS), figsize=(14, 6.4), sharex=True, sharey=True, layout="constrained")
     colors = dict(zip(METHODS, ("tab:red", "tab:orange", "tab:blue"), strict=True))
     for (method, seed), (evals, _) in runs.items():
