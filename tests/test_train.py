@@ -235,3 +235,27 @@ def test_cosine_schedule():
     assert cosine(10, 100, 1.0, 0.0, warmup=10) == 1.0
     assert cosine(100, 100, 1.0, 0.0, warmup=10) == pytest.approx(0.0)
     assert cosine(55, 100, 1.0, 0.0, warmup=10) == pytest.approx(0.5)
+
+
+def test_joint_runs_report_the_students_prototypes_beside_the_teachers(tmp_path):
+    trainer = Trainer(tiny(tmp_path / "carp", "method=carp", "max_steps=1"))
+    with torch.no_grad():  # every student prototype on one direction; the teacher's EMA copy keeps its own
+        trainer.model.prototype_source.weight.copy_(trainer.model.prototype_source.weight[:1].expand(64, -1))
+    result = trainer.evaluate()
+    assert result["student_unique"] == {"0.025": 1 / 64, "0.1": 1 / 64, "0.25": 1 / 64, "0.5": 1 / 64}
+    assert result["student_nn_cosine_mean"] == pytest.approx(1.0)
+    assert result["unique"]["0.025"] == 1.0
+    assert (
+        "student_unique" not in Trainer(tiny(tmp_path / "dec", "method=carp_dec")).evaluate()
+    )  # no learnable
+
+
+@pytest.mark.parametrize("end, expected", [(1.0, 0.975), (0.9, 0.9)])
+def test_teacher_momentum_rises_to_its_end_value(tmp_path, end, expected):
+    trainer = Trainer(tiny(tmp_path, "max_steps=3", "teacher_momentum=0.9", f"teacher_momentum_end={end}"))
+    views, _ = next(
+        iter(torch.utils.data.DataLoader(trainer.train_set, batch_sampler=trainer._micro_batches(0, 0)))
+    )
+    logs = [trainer.train_step([views]) for _ in range(3)]
+    assert logs[0]["teacher_momentum"] == pytest.approx(0.9)
+    assert logs[2]["teacher_momentum"] == pytest.approx(expected)  # cosine(2, 3, 0.9, end)

@@ -67,7 +67,8 @@ class TrainConfig:
     # else fp32, since emulated bf16 on an AVX2-only CPU is 13x slower than fp32
     mixed_precision: str = "auto"
     channels_last: bool = True  # faster convolutions on CPU
-    teacher_momentum: float = 0.99  # EMA, cosine-increased to 1; 0.996 for long ImageNet runs
+    teacher_momentum: float = 0.99  # EMA, cosine to teacher_momentum_end; 0.996 for long ImageNet runs
+    teacher_momentum_end: float = 1.0  # set it to teacher_momentum for a constant EMA
     # ---- losses ----
     block_size: int = 128  # CARP partition block N_B; 512 at K = 65 536
     sinkhorn_iterations: int = 0  # CARP: SwAV-style equipartitioned teacher targets when > 0 (3 in SwAV)

@@ -34,7 +34,7 @@ from protozoo.eval import knn_accuracy, knn_predict, linear_probe, per_group_acc
 from protozoo.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from protozoo.losses import CARPLoss, DINOLoss, KoLeoProtoLoss
 from protozoo.model import ProtoModel
-from protozoo.prototypes import OnlineGMM
+from protozoo.prototypes import LearnablePrototypes, OnlineGMM
 from protozoo.transforms import eval_transform, multicrop_preset
 
 from .config import TrainConfig
@@ -341,7 +341,7 @@ class Trainer:
             self.model.prototype_source.weight.grad = None  # DINO: keep the last layer fixed early
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        m = cosine(s, T, cfg.teacher_momentum, 1.0)
+        m = cosine(s, T, cfg.teacher_momentum, cfg.teacher_momentum_end)
         with torch.no_grad():  # teacher = EMA of the student
             t_params: list[Tensor] = list(self.teacher.parameters())
             torch._foreach_lerp_(t_params, list(self.model.parameters()), 1.0 - m)
@@ -385,6 +385,10 @@ class Trainer:
             "carrying": report.carrying,  # GMM components holding >= 2 units of mass (None if joint)
             "nn_cosine_mean": report.nn_cosine_mean,
         }
+        if isinstance(getattr(self.model, "prototype_source", None), LearnablePrototypes):
+            student = collapse_report(self.model.prototypes.float().cpu())  # the matrix the gradient moves
+            result["student_unique"] = student.unique
+            result["student_nn_cosine_mean"] = student.nn_cosine_mean
         if final:
             result["split"] = split
             preds = knn_predict(bank_f, bank_y, query_f)
