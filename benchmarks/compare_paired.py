@@ -1,0 +1,67 @@
+"""Paired k-NN differences between the methods of one comparison, with 95 % intervals.
+
+python benchmarks/compare_paired.py cmp360 --collect runs/cmp360   # copy each run's test predictions
+python benchmarks/compare_paired.py cmp360                         # the table from the copies
+
+A comparison (``python -m train.compare ... --out runs/<name>``) trains each method on the same data
+with the same seed and scores the same test images, so two methods' k-NN accuracies are compared
+image by image (benchmarks/knn_pixels.py's ``paired_difference``). The predictions of each run's final
+evaluation (its predictions.json) are kept in docs/tables/<name>_predictions/<method>.json; the
+differences go to benchmarks/results/<name>_paired.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from common import RESULTS, ROOT, table
+from knn_pixels import paired_difference
+
+PAIRS = [("carp_dec", "carp"), ("carp_dec", "carp_kp"), ("carp_kp", "carp"), ("dino_dec", "dino")]
+
+
+def correct(path: Path) -> torch.Tensor:
+    """(N,) booleans: which test images the run's k-NN classifies right."""
+    record = json.loads(path.read_text())
+    return torch.tensor(record["preds"]) == torch.tensor(record["labels"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", help="the comparison's name (its --out folder's name)")
+    parser.add_argument("--collect", type=Path, help="the comparison's run folder to copy predictions from")
+    args = parser.parse_args()
+    folder = ROOT / "docs" / "tables" / f"{args.name}_predictions"
+    if args.collect:
+        folder.mkdir(parents=True, exist_ok=True)
+        for run in sorted(args.collect.glob("*/predictions.json")):
+            shutil.copyfile(run, folder / f"{run.parent.name}.json")
+    runs = {p.stem: correct(p) for p in sorted(folder.glob("*.json"))}
+    if not runs:
+        raise SystemExit(f"no predictions in {folder}; run with --collect runs/{args.name} first")
+    summary, rows = {}, []
+    for a, b in PAIRS:
+        if a in runs and b in runs:
+            d = paired_difference(runs[a], runs[b])
+            summary[f"{a} - {b}"] = d
+            rows.append(
+                [
+                    f"{a} − {b}",
+                    f"{100 * d['difference']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]",
+                ]
+            )
+    print(table(["pair", "k-NN difference, points [95 %]"], rows))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{args.name}_paired.json"
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
