@@ -25,14 +25,13 @@ import shutil
 import subprocess
 import sys
 from itertools import combinations
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
-from common import RESULTS, ROOT, table
+from common import RESULTS, ROOT, evaluations, table
 from knn_pixels import paired_difference
 
 COMMAND = (
@@ -68,13 +67,6 @@ def train_missing() -> None:
             subprocess.run([sys.executable, *command.split()[1:]], cwd=ROOT, check=True)
         for source, target in (("metrics.jsonl", ".jsonl"), ("predictions.json", "_predictions.json")):
             shutil.copyfile(out / source, TABLES / f"{run}{target}")
-
-
-def evaluations(path: Path) -> tuple[list[dict], dict]:
-    """(val evaluation lines in step order, the final test line)."""
-    lines = [json.loads(x) for x in path.read_text().splitlines()]
-    final = next(r for r in lines if r.get("final"))
-    return [r for r in lines if "unique" in r and not r.get("final")], final
 
 
 def measured(r: dict) -> dict[str, float]:

@@ -156,3 +156,18 @@ def run_note(record: dict[str, Any], command: str) -> str:
         f"{m['load_average_start'][0]} at start and {m['load_average_end'][0]} at end, "
         f"{record['wall_s']:.0f} s."
     )
+
+
+def evaluations(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A run's metrics.jsonl: (its val evaluation lines in step order, its final test line or {})."""
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    evals = [r for r in lines if "unique" in r and not r.get("final")]
+    return evals, next((r for r in lines if r.get("final")), {})
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON through a temporary file, so a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from common import RESULTS, ROOT, table
+from common import RESULTS, ROOT, table, write_json
 from knn_pixels import paired_difference
 
 PAIRS = [("carp_dec", "carp"), ("carp_dec", "carp_kp"), ("carp_kp", "carp"), ("dino_dec", "dino")]
@@ -55,11 +55,8 @@ def main() -> None:
                 ]
             )
     print(table(["pair", "k-NN difference, points [95 %]"], rows))
-    RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{args.name}_paired.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(out)
+    write_json(out, summary)
     print(f"wrote {out}")
 
 

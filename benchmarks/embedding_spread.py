@@ -17,11 +17,10 @@ Writes benchmarks/results/embedding_spread.json. Seeded; about a minute per mode
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 import torch.nn.functional as F
-from common import RESULTS, table
+from common import RESULTS, table, write_json
 
 import protozoo
 from protozoo.collapse import EPS_GRID, collapse_report
@@ -74,11 +73,8 @@ def main() -> None:
             rows.append([name, label, *(f"{fractions[str(e)]:.3f}" for e in EPS_GRID)])
         print(f"{name}: k-means centroids live on test: {report.live} of {args.k}", flush=True)
     print(table(["model", f"{args.k} points", *(f"unique@{e}" for e in EPS_GRID)], rows))
-    RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "embedding_spread.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(out)
+    write_json(out, summary)
     print(f"wrote {out}")
 
 

@@ -13,14 +13,12 @@ benchmarks/results/<folder>.json. A run whose file stops early was stopped there
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from common import RESULTS, ROOT, table
+from common import RESULTS, ROOT, evaluations, table, write_json
 
 # screen -> (folder under docs/tables, the base command, {run: (overrides, label)})
 SCREENS = {
@@ -64,14 +62,6 @@ SCREENS = {
         },
     ),
 }
-
-
-def evaluations(path: Path) -> tuple[list[dict], dict]:
-    """(val evaluation lines in step order, the final test line or {})."""
-    lines = [json.loads(x) for x in path.read_text().splitlines()]
-    evals = [r for r in lines if "unique" in r and not r.get("final")]
-    final = next((r for r in lines if r.get("final")), {})
-    return evals, final
 
 
 def main() -> None:
@@ -135,8 +125,7 @@ def main() -> None:
     tmp = out.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
     tmp.replace(out)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name_of_folder}.json").write_text(json.dumps(summary, indent=2))
+    write_json(RESULTS / f"{name_of_folder}.json", summary)
     print(f"wrote {out} and {RESULTS / f'{name_of_folder}.json'}")
 
 
