@@ -52,6 +52,17 @@ ZOO: dict[str, ZooEntry] = {
             "protozoo/dp-vit-tiny-fmnist",
             "ViT-Tiny (7x7 patches, 28 px), CARP with decoupled GMM prototypes, Fashion-MNIST",
         ),
+        ZooEntry(
+            "dp-resnet18q-fmnist",
+            "protozoo/dp-resnet18q-fmnist",
+            "quarter-width ResNet-18, CARP with decoupled GMM prototypes, collapse regime (plain SGD)",
+            baseline="joint-carp-resnet18q-fmnist",
+        ),
+        ZooEntry(
+            "joint-carp-resnet18q-fmnist",
+            "protozoo/joint-carp-resnet18q-fmnist",
+            "quarter-width ResNet-18, joint CARP, collapse regime: a baseline shown for its collapse",
+        ),
     )
 }
 

@@ -197,6 +197,18 @@ def test_compare(served: SimpleNamespace) -> None:
         served.client.predict("nope", api_name="/compare")
 
 
+def test_the_shipped_decoupled_model_is_compared_with_its_joint_twin(served: SimpleNamespace) -> None:
+    name = "dp-resnet18q-fmnist"
+    if registry.shipped_folder(name) is None or registry.shipped_folder(registry.ZOO[name].baseline) is None:
+        pytest.skip("the collapse-regime pair is not shipped in this checkout")
+    status, *_, table = served.client.predict(name, api_name="/load_model")
+    assert "carp_dec" in status
+    joint = [h for h in table["headers"] if h.startswith("joint-carp-resnet18q-fmnist (joint baseline): all")]
+    column = table["headers"].index(joint[0])
+    at_half = next(row for row in table["data"] if row[0] == 0.5)
+    assert at_half[column] < 0.5  # the joint twin's collapse shows in the default comparison
+
+
 def test_compare_a_prototype_file_counts_live_by_gmm_mass(served: SimpleNamespace, tmp_path: Path) -> None:
     head = load_file(served.folder / "head.safetensors")
     save_file(head, tmp_path / "untrained.safetensors")  # every component at its one pseudo-count of mass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from huggingface_hub import constants
 
 import protozoo
 from protozoo import ProtoConfig, ProtoModel, registry
-from protozoo.card import CARDS_DIR
+from protozoo.card import CARDS_DIR, load_prose
 from protozoo.cli import main as cli_main
 from protozoo.model import load
 
@@ -43,7 +44,8 @@ def model() -> ProtoModel:
 
 
 def test_zoo_names_hub_ids_and_card_prose() -> None:
-    assert registry.list_models() == protozoo.list_models() == ["dp-resnet18-fmnist", "dp-vit-tiny-fmnist"]
+    names = ["dp-resnet18-fmnist", "dp-vit-tiny-fmnist", "dp-resnet18q-fmnist", "joint-carp-resnet18q-fmnist"]
+    assert registry.list_models() == protozoo.list_models() == names
     for name, entry in registry.ZOO.items():
         assert entry.name == name and re.fullmatch(r"[\w-]+/" + re.escape(name), entry.hub_id)
         assert (CARDS_DIR / f"{name}.yaml").is_file()
@@ -57,7 +59,7 @@ def test_table_says_not_shipped_without_a_shipped_folder(
         and registry.headline("dp-resnet18-fmnist") is None
     )
     lines = registry.format_zoo_table().splitlines()
-    assert lines[0].split()[:3] == ["name", "hub", "id"] and len(lines) == 3
+    assert lines[0].split()[:3] == ["name", "hub", "id"] and len(lines) == 1 + len(registry.ZOO)
     assert all("not shipped" in line for line in lines[1:])
     assert cli_main(["list"]) == 0
     assert "dp-vit-tiny-fmnist" in capsys.readouterr().out
@@ -113,8 +115,8 @@ def test_zoo_name_offline_and_not_cached_says_so(
 @pytest.mark.parametrize(
     ("name", "match"),
     [
-        ("dp-resnet18-fmnst", r"Unknown model 'dp-resnet18-fmnst'.*Did you mean 'dp-resnet18-fmnist'\?"),
-        ("vit", r"Unknown model 'vit'.*Pass a zoo name \(dp-resnet18-fmnist, dp-vit-tiny-fmnist\), a Hub id"),
+        ("dp-resnet18-fmnst", r"Unknown model 'dp-resnet18-fmnst'.*Did you mean 'dp-resnet18-fmnist'[ ?]"),
+        ("vit", r"Unknown model 'vit'.*Pass a zoo name \(dp-resnet18-fmnist, dp-vit-tiny-fmnist, .*\)"),
     ],
 )
 def test_unknown_names_list_close_names_and_accepted_forms(name: str, match: str) -> None:
@@ -125,6 +127,20 @@ def test_unknown_names_list_close_names_and_accepted_forms(name: str, match: str
 def test_entries_name_their_hub_repo_revision_and_baseline() -> None:
     entry = registry.ZOO["dp-resnet18-fmnist"]
     assert registry.by_hub_id(entry.hub_id) is entry and registry.by_hub_id("org/unknown") is None
-    assert (entry.revision, entry.baseline) == (None, None)  # nothing pinned, no joint baseline shipped
+    assert (entry.revision, entry.baseline) == (None, None)  # nothing pinned, no joint twin of this recipe
     joint = registry.ZooEntry("x", "org/x", "a model", baseline="org/x-joint")
     assert joint.baseline == "org/x-joint"  # what the demo's "joint baseline" curve reads
+
+
+def test_the_collapse_regime_pair_names_its_joint_baseline() -> None:
+    decoupled, joint = registry.ZOO["dp-resnet18q-fmnist"], registry.ZOO["joint-carp-resnet18q-fmnist"]
+    assert decoupled.baseline == joint.name and joint.baseline is None  # the demo's default comparison
+    for entry in (decoupled, joint):
+        assert "collapse regime" in entry.description
+        assert "train/configs/collapse.yaml" in load_prose(entry.name)["description"]
+    assert load_prose(joint.name)["description"].startswith("A baseline shown for its collapse.")
+    folder = registry.shipped_folder(joint.name)
+    if folder is not None:  # shipped: the joint model's prototypes are partly collapsed, the card says so
+        results = json.loads((folder / "config.json").read_text())["protozoo"]["results"]
+        assert results["unique"]["0.5"] < 0.5 < results["unique"]["0.025"]
+        assert "A baseline shown for its collapse." in (folder / "README.md").read_text()
