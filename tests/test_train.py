@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -195,6 +196,16 @@ def test_cli_reports_a_bad_recipe_without_a_traceback(capsys):
         main(["method=swav"])
     assert exit_info.value.code == 2
     assert "Unknown method 'swav'" in capsys.readouterr().err
+
+
+def test_cli_prints_the_report_the_readme_promises(tmp_path, capsys):
+    from train.__main__ import main
+
+    main([*TINY, "max_steps=2", "eval_every=2", f"output_dir={tmp_path}"])
+    out = capsys.readouterr().out
+    assert "live prototypes (the argmax of at least one held-out image)" in out
+    assert re.search(r"training loop: \d+ min \d+ s to step 2 \(evaluations included\)", out)
+    assert f'load it with: model = protozoo.load("{tmp_path}/model")' in out
 
 
 def test_missing_recipe_file():

@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> None:
             among = (results.get("unique_live") or {}).get(eps)
             print(f"  {eps:>6}  {frac:>10.4f}  {among if among is None else f'{among:.4f}':>17}")
         print(f"usage perplexity / K: {results.get('perplexity')}")
+        if trainer.train_seconds is not None:
+            minutes, seconds = divmod(round(trainer.train_seconds), 60)
+            print(f"training loop: {minutes} min {seconds} s to step {trainer.step} (evaluations included)")
         split = results.get("eval_split")
         print(f"k-NN top-1 ({cfg.dataset} {split}): {results.get('knn_top1')}")
         if trainer.knn_pixels is not None:

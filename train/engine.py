@@ -183,6 +183,7 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.knn_pixels: float | None = None  # raw-pixel k-NN on the final evaluation's split
+        self.train_seconds: float | None = None  # this process's training loop, evaluations included
 
     # ====== data ======
     def _build_data(self) -> None:
@@ -550,6 +551,7 @@ class Trainer:
                     self.save_checkpoint()
                 if self.step >= self.total_steps:
                     break
+        self.train_seconds = bar.format_dict["elapsed"]
         bar.close()
         return self.finish()
 
