@@ -1,13 +1,18 @@
-"""The GMM relocation screens: live prototypes, usage and k-NN over steps.
+"""The default recipe's screens: GMM relocation, and the recipe that fits the 10-minute budget.
 
-python benchmarks/gmm_live.py                 # the default recipe's 360-step screens (tables/gmm_default)
-python benchmarks/gmm_live.py --screen 600    # the 600-step screens (tables/gmm_live)
+python benchmarks/screens.py                  # the GMM screens at 360 steps (tables/gmm_default)
+python benchmarks/screens.py --screen 600     # the GMM screens at 600 steps (tables/gmm_live)
+python benchmarks/screens.py --screen budget  # the 10-minute recipe screens (tables/budget)
 
-Each screen is the default recipe (train/configs/default.yaml) with one GMM or DINO setting; joint CARP
-is the same recipe with ``method=carp``. The command of every run is in ``SCREENS``. Writes a markdown
-table (last val evaluation and final test metrics), the figure docs/figures/<folder>.png (live fraction
-= prototypes that are some val image's argmax, val k-NN and unique@0.025 among the live over steps) and
-benchmarks/results/<folder>.json. A run whose file stops early was stopped there; its row says so.
+The GMM screens are the 360-step ResNet-18 recipe (train/configs/resnet18-360.yaml, the default when
+they ran) with one GMM or DINO setting; joint CARP is the same recipe with ``method=carp``. The budget
+screens are the default recipe (train/configs/default.yaml) with one change each, in fp32 with AVX2
+kernels as README's main job runs on a 2-core AVX2 machine, each sized by its step time to about 10
+minutes; an entry may name another recipe with ``--config``. The command of every run is in ``SCREENS``.
+Writes a markdown table (last val evaluation and final test metrics), the figure
+docs/figures/<folder>.png (live fraction = prototypes that are some val image's argmax, val k-NN and
+unique@0.025 among the live over steps) and benchmarks/results/<folder>.json. A run of a screen with
+final evaluations whose file stops early was stopped there; its row says so.
 """
 
 from __future__ import annotations
@@ -20,11 +25,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from common import RESULTS, ROOT, evaluations, table, write_json
 
+HALF = "backbone_kwargs.channels=[32,64,128,256] backbone_kwargs.stem_width=32"  # the default is a quarter
+ADAMW = (
+    "optimizer=adamw lr=4e-3 min_lr=1e-6 warmup_steps=100 weight_decay=0.04 weight_decay_end=0.04 "
+    "clip_grad=3.0 teacher_momentum_end=1.0"
+)
 # screen -> (folder under docs/tables, the base command, {run: (overrides, label)})
 SCREENS = {
-    "default": (
+    "gmm": (
         "gmm_default",
-        "python -m train --config default output_dir=runs/gmm_default/<run>",
+        "python -m train --config resnet18-360 output_dir=runs/gmm_default/<run>",
         {
             "split10": ("gmm_split_min_mass=1 koleo_weight=0", "split every 10 steps, dead below 1 unit"),
             "s50": (
@@ -53,7 +63,7 @@ SCREENS = {
     ),
     "600": (
         "gmm_live",
-        "python -m train --config default max_steps=600 eval_every=150 save_every=150 "
+        "python -m train --config resnet18-360 max_steps=600 eval_every=150 save_every=150 "
         "gmm_split_min_mass=1 koleo_weight=0 output_dir=runs/gmm_live/<run>",
         {
             "old_gmm": ("gmm_init=random gmm_split_every=0", "GMM, random init, no relocation (the paper's)"),
@@ -61,12 +71,37 @@ SCREENS = {
             "carp": ("method=carp", "joint CARP (learnable prototypes)"),
         },
     ),
+    "budget": (
+        "budget",
+        "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m train --config default "
+        "mixed_precision=no final_eval=false save_every=100000 output_dir=runs/budget/<run>",
+        {
+            "full360": ("--config resnet18-360", "full width, AdamW, 360 steps (the earlier default)"),
+            "q_adamw_2400": (
+                f"{ADAMW} max_steps=2400 eval_every=400",
+                "quarter width, AdamW, 2400 steps",
+            ),
+            "q_sgd_2400": ("max_steps=2400 eval_every=400", "quarter width, SGD, 2400 steps"),
+            "q_sgd_2000": ("", "quarter width, SGD, 2000 steps (default)"),
+            "h_sgd_900": (f"{HALF} max_steps=900 eval_every=300", "half width, SGD, 900 steps"),
+            "q_sgd_crops05_2000": ("global_crops_scale=[0.5,1.0]", "the default with crops 0.5-1"),
+        },
+    ),
 }
+
+
+def command(base: str, overrides: str) -> str:
+    """A run's command: the screen's base and the run's overrides, whose leading ``--config X`` replaces
+    the base's recipe."""
+    if overrides.startswith("--config "):
+        _, recipe, *rest = overrides.split(" ", 2)
+        base, overrides = base.replace("--config default", f"--config {recipe}"), " ".join(rest)
+    return f"{base} {overrides}".strip()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--screen", choices=list(SCREENS), default="default")
+    parser.add_argument("--screen", choices=list(SCREENS), default="gmm")
     name_of_folder, base, runs_of = SCREENS[parser.parse_args().screen]
     folder = ROOT / "docs" / "tables" / name_of_folder
     runs = {
@@ -78,7 +113,7 @@ def main() -> None:
         live = last.get("live") or round((1 - last["dead"]) * 1024)
         unique_live = last.get("unique_live") or {}
         summary[name] = {
-            "command": f"{base} {runs_of[name][0]}".strip(),
+            "command": command(base, runs_of[name][0]),
             "step": last["step"],
             "val_knn": last["knn_top1"],
             "test_knn": final.get("knn_top1"),
@@ -90,7 +125,7 @@ def main() -> None:
             "unique": last["unique"],
             "unique_live": unique_live,
         }
-        test = f"{final['knn_top1']:.4f}" if final else "(stopped)"
+        test = f"{final['knn_top1']:.4f}" if final else ("" if "final_eval=false" in base else "(stopped)")
         rows.append(
             [runs_of[name][1], str(last["step"]), f"{last['knn_top1']:.4f}", test, f"{live}",
              str(last.get("carrying", "")), f"{last['perplexity']:.3f}",

@@ -120,7 +120,7 @@ def test_compare_reads_finished_anchor_runs_without_rerunning(runs: Path, tmp_pa
     saved = json.loads((tmp_path / "tables" / f"{runs.name}.json").read_text())
     # the overrides come before --methods, or rerunning the command would read them as method names
     tail = f"--out {runs} eval_every=2 --methods {' '.join(ANCHORS)}"
-    assert saved["command"] == f"python -m train.compare --steps 4 {tail}"
+    assert saved["command"] == f"python -m train.compare --recipe nope.yaml --steps 4 {tail}"
     assert list(saved["runs"]) == list(ANCHORS) and all(r["final"]["final"] for r in saved["runs"].values())
     assert all([e["step"] for e in r["evals"]] == [0, 2, 4] for r in saved["runs"].values())
     table = (tmp_path / "tables" / f"{runs.name}.md").read_text()

@@ -2,6 +2,9 @@
 
     python -m train.compare --steps 1200 [--out runs/lt100] [--jobs 2] [key=value ...] [--methods carp ...]
 
+The shared base recipe (``--recipe``) is train/configs/resnet18-360.yaml: full-width ResNet-18, AdamW,
+the GMM settings of the default. REGIMES below are written against an AdamW base like it.
+
 Each method runs as ``python -m train`` in ``runs/compare/<method>`` (a finished run is reused, an
 interrupted one resumes), in its reference optimiser regime (REGIMES below); ``--jobs N`` trains N
 methods at once (on a GPU, whose small steps leave it mostly idle), each with its share of the CPU
@@ -100,7 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m train.compare", description=__doc__)
     parser.add_argument("--methods", nargs="+", default=list(REGIMES), choices=list(REGIMES))
     parser.add_argument("--steps", type=int, default=1200, help="training steps per method (same for all)")
-    parser.add_argument("--recipe", default="train/configs/default.yaml", help="shared base recipe")
+    parser.add_argument(
+        "--recipe",
+        default="train/configs/resnet18-360.yaml",
+        help="shared base recipe: an AdamW one, whose optimiser REGIMES override for the CARPs and SwAV",
+    )
     parser.add_argument("--out", default="runs/compare", help="parent folder of the runs")
     parser.add_argument("--jobs", type=int, default=1, help="methods trained at the same time")
     parser.add_argument("--docs", default="docs", help="where results.md and figures/ go")
@@ -125,8 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     plot_unique_over_steps(curves, docs / "figures" / f"{out.name}_unique.png", title=title)
     table = results_table({m: r["final"] for m, r in results.items()})
     # overrides before --methods, which would otherwise take them for method names
-    cmd = " ".join(["python -m train.compare", "--steps", str(args.steps), "--out", str(out),
-                    *args.extra, "--methods", *args.methods])  # fmt: skip
+    cmd = " ".join(["python -m train.compare", "--recipe", args.recipe, "--steps", str(args.steps),
+                    "--out", str(out), *args.extra, "--methods", *args.methods])  # fmt: skip
     print(table)
     (docs / "tables").mkdir(exist_ok=True)
     (docs / "tables" / f"{out.name}.md").write_text(f"<!-- written by `{cmd}` -->\n{table}\n")
