@@ -17,15 +17,15 @@ differences at each fraction (fine-tuned minus scratch, minus pixels, minus the 
 
 Sizing. The machine has 2 CPU cores, where a full fine-tuning step of the ResNet on 32 images takes
 0.3-0.6 s (bf16 autocast on an AVX512-BF16 CPU, one OpenMP thread, other jobs alongside). So the two
-trained methods get a fixed step budget per fraction rather than epochs (--steps, default 100 steps
-at every fraction, batch 32: about 6 epochs of the 550 images at 1 %, 0.6 epoch at 10 % and 0.06 at
-100 %, where both trained methods are far from converged); the whole run took 18 minutes beside a training run. Every
-method is scored on the same fixed 1 000 test images (train.finetune.eval_subset; the val top-1 that
-the command also records uses 1 000 val images), and the linear probe and the pixel regression train
-on cached inputs: the backbone's features of each training image are extracted once, when a label
-subset first needs them. The fractions run in order, 1 % first, and the JSON is rewritten after every
-seed, so an interrupted run still leaves its finished rows. The numbers at 10 % and 100 % say what a
-short budget gives, not what full training reaches.
+trained methods get a fixed step budget per fraction rather than epochs (--steps, default 100 steps at
+every fraction, batch 32: about 6 epochs of the 550 images at 1 %, 0.6 epoch at 10 % and 0.06 at 100 %,
+where both trained methods are far from converged); the whole run took 18 minutes beside a training run.
+Every method is scored on the same fixed 1 000 test images (train.finetune.eval_subset; the val top-1 that
+the command also records uses 1 000 val images), and the linear probe and the pixel regression train on
+cached inputs: the backbone's features of each training image are extracted once, when a label subset
+first needs them. The fractions run in order, 1 % first, and the JSON is rewritten after every seed, so an
+interrupted run still leaves its finished rows. The numbers at 10 % and 100 % say what a short budget
+gives, not what full training reaches.
 Writes benchmarks/results/label_efficiency.json and benchmarks/results/label_efficiency.png.
 """
 
