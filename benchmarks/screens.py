@@ -50,10 +50,10 @@ SCREENS = {
                 "split10 with one shared variance",
             ),
             "min01": ("koleo_weight=0", "split every 10 steps, dead below 0.1 unit"),
-            "min01ko": ("", "the same + KoLeo 0.1 on the embeddings (default)"),
+            "min01ko": ("", "the same + KoLeo 0.1 on the embeddings (kept)"),
             "min01ko5": (
                 "koleo_weight=0.5",
-                "default with KoLeo 0.5 on the embeddings",
+                "KoLeo 0.5 on the embeddings",
             ),
             "dinopost": (
                 "method=dino_dec centering=posterior gmm_split_min_mass=1 koleo_weight=0",
