@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from train.__main__ import RECIPES_DIR
 from train.config import TrainConfig, load_config
 from train.engine import Trainer, cosine, resolve_precision
 
@@ -206,6 +207,14 @@ def test_cli_prints_the_report_the_readme_promises(tmp_path, capsys):
     assert "live prototypes (the argmax of at least one held-out image)" in out
     assert re.search(r"training loop: \d+ min \d+ s to step 2 \(evaluations included\)", out)
     assert f'load it with: model = protozoo.load("{tmp_path}/model")' in out
+
+
+@pytest.mark.parametrize(
+    "recipe", sorted(p.name for p in RECIPES_DIR.glob("*.yaml") if not p.name.startswith("finetune-"))
+)
+def test_every_shipped_training_recipe_validates(recipe):
+    cfg = load_config(RECIPES_DIR / recipe, [])
+    assert cfg.max_steps or cfg.epochs  # a length, and load_config's validation passed
 
 
 def test_missing_recipe_file():
