@@ -11,8 +11,8 @@ kernels as README's main job runs on a 2-core AVX2 machine, each sized by its st
 minutes; an entry may name another recipe with ``--config``. The command of every run is in ``SCREENS``.
 Writes a markdown table (last val evaluation and final test metrics), the figure
 docs/figures/<folder>.png (live fraction = prototypes that are some val image's argmax, val k-NN and
-unique@0.025 among the live over steps) and benchmarks/results/<folder>.json. A run of a screen with
-final evaluations whose file stops early was stopped there; its row says so.
+unique@0.025 among the live over steps) and benchmarks/results/<folder>.json. A run whose last
+evaluation comes before its length was stopped there, to free the CPU: the step column says where.
 """
 
 from __future__ import annotations
@@ -85,6 +85,8 @@ SCREENS = {
             "q_sgd_2000": ("", "quarter width, SGD, 2000 steps (default)"),
             "h_sgd_900": (f"{HALF} max_steps=900 eval_every=300", "half width, SGD, 900 steps"),
             "q_sgd_crops05_2000": ("global_crops_scale=[0.5,1.0]", "the default with crops 0.5-1"),
+            "split5": ("gmm_split_every=5", "the default, GMM split check every 5 steps"),
+            "min05": ("gmm_split_min_mass=0.5", "the default, dead below 0.5 unit"),
         },
     ),
 }
