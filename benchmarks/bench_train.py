@@ -66,9 +66,7 @@ MAIN_JOB = ["-m", "train", "--config", "default", "mixed_precision=no"]
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 MAIN_JOB_MINUTES = 10.0
 REPORT = {  # what the main job prints
-    "train_min": r"training loop: (\d+) min",
-    "train_sec": r"training loop: \d+ min (\d+) s",
-    "steps": r"to step (\d+)",
+    "train": r"training loop: (\d+) min (\d+) s to step (\d+)",
     "live": r"live prototypes \(.*\): (\d+) of",
     "test_knn": r"k-NN top-1 \(\w+ test\): ([\d.]+)",
     "pixels_knn": r"k-NN top-1 of raw pixels on the same split: ([\d.]+)",
@@ -92,14 +90,14 @@ def main_job(out: str, run_dir: str | None) -> None:
     missing = [key for key, match in found.items() if match is None]
     if missing:
         raise SystemExit(f"the main job's report lacks {missing}; did train/__main__.py change its output?")
-    value = {key: float(match.group(1)) for key, match in found.items() if match is not None}
+    minutes, seconds, steps = (int(g) for g in found["train"].groups())  # type: ignore[union-attr]
     results = {
-        "train_s": 60 * value["train_min"] + value["train_sec"],
+        "train_s": 60 * minutes + seconds,
         "command_s": round(wall, 1),
-        "steps": int(value["steps"]),
-        "live": int(value["live"]),
-        "test_knn": value["test_knn"],
-        "pixels_knn": value["pixels_knn"],
+        "steps": steps,
+        "live": int(found["live"].group(1)),  # type: ignore[union-attr]
+        "test_knn": float(found["test_knn"].group(1)),  # type: ignore[union-attr]
+        "pixels_knn": float(found["pixels_knn"].group(1)),  # type: ignore[union-attr]
     }
     results["target_met"] = results["train_s"] <= 60 * MAIN_JOB_MINUTES
     settings = {"command": " ".join(["python", *MAIN_JOB]), "env": AVX2, "target_minutes": MAIN_JOB_MINUTES}

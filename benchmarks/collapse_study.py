@@ -20,7 +20,6 @@ with their paired 95 % intervals (benchmarks/knn_pixels.py's method). Writes doc
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -30,9 +29,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import torch
-from common import RESULTS, ROOT, evaluations, table
-from knn_pixels import paired_difference
+from common import RESULTS, ROOT, evaluations, table, write_json
+from knn_pixels import correct, paired_difference
 
 COMMAND = (
     "python -m train --config train/configs/collapse.yaml method={method} seed={seed} "
@@ -170,14 +168,13 @@ def main() -> None:
     )  # fmt: skip
     pairs = []
     for seed in SEEDS:
-        correct = {}
+        right = {}
         for method in METHODS:
             path = TABLES / f"{name(method, seed)}_predictions.json"
             if path.exists():
-                p = json.loads(path.read_text())
-                correct[method] = torch.tensor(p["preds"]) == torch.tensor(p["labels"])
-        for a, b in combinations([m for m in ("carp_dec", "carp_kp", "carp") if m in correct], 2):
-            d = paired_difference(correct[a], correct[b])
+                right[method] = correct(path)
+        for a, b in combinations([m for m in ("carp_dec", "carp_kp", "carp") if m in right], 2):
+            d = paired_difference(right[a], right[b])
             pairs.append(
                 [f"{a} − {b}", seed, f"{d['difference']:+.2%}", f"[{d['low']:+.2%}, {d['high']:+.2%}]"]
             )
@@ -208,7 +205,7 @@ def main() -> None:
     fig.savefig(tmp, dpi=100)
     tmp.replace(out)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "collapse_study.json").write_text(json.dumps(summary, indent=2))
+    write_json(RESULTS / "collapse_study.json", summary)
     print(f"wrote {out} and {RESULTS / 'collapse_study.json'}")
 
 

@@ -13,21 +13,13 @@ differences go to benchmarks/results/<name>_paired.json.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
-import torch
 from common import RESULTS, ROOT, table, write_json
-from knn_pixels import paired_difference
+from knn_pixels import correct, paired_difference
 
 PAIRS = [("carp_dec", "carp"), ("carp_dec", "carp_kp"), ("carp_kp", "carp"), ("dino_dec", "dino")]
-
-
-def correct(path: Path) -> torch.Tensor:
-    """(N,) booleans: which test images the run's k-NN classifies right."""
-    record = json.loads(path.read_text())
-    return torch.tensor(record["preds"]) == torch.tensor(record["labels"])
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -30,6 +31,12 @@ def _correct(bank: Tensor, bank_y: Tensor, test: Tensor, test_y: Tensor) -> tupl
     """(M,) booleans: is each test image classified right, plain and mean-centred."""
     mean = bank.mean(0)
     return knn_predict(bank, bank_y, test) == test_y, knn_predict(bank - mean, bank_y, test - mean) == test_y
+
+
+def correct(path: Path) -> Tensor:
+    """(N,) booleans from a run's predictions.json: which test images its k-NN classifies right."""
+    record = json.loads(path.read_text())
+    return torch.tensor(record["preds"]) == torch.tensor(record["labels"])
 
 
 def paired_difference(a: Tensor, b: Tensor) -> dict[str, float]:
