@@ -87,6 +87,19 @@ SCREENS = {
             "q_sgd_crops05_2000": ("global_crops_scale=[0.5,1.0]", "the default with crops 0.5-1"),
             "split5": ("gmm_split_every=5", "the default, GMM split check every 5 steps"),
             "min05": ("gmm_split_min_mass=0.5", "the default, dead below 0.5 unit"),
+            "emb": ("gmm_relocate=embeddings", "the default, dead components moved onto embeddings"),
+            "w100": (
+                "gmm_split_every=100 gmm_split_min_mass=2",
+                "the default, GMM check every 100 steps, dead below 2 units",
+            ),
+            "w100emb": (
+                "gmm_split_every=100 gmm_split_min_mass=2 gmm_relocate=embeddings",
+                "the same, dead components moved onto embeddings",
+            ),
+            "w100emb_m025": (
+                "gmm_split_every=100 gmm_split_min_mass=2 gmm_relocate=embeddings gmm_merge_eps=0.025",
+                "the same, and merged ones (within 0.025) too",
+            ),
         },
     ),
 }

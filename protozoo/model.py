@@ -118,6 +118,8 @@ class ProtoModel(nn.Module):
                 split_every=config.gmm_split_every,
                 split_min_mass=config.gmm_split_min_mass,
                 covariance=config.gmm_covariance,
+                relocate=config.gmm_relocate,
+                merge_eps=config.gmm_merge_eps,
             )
         else:
             self.prototype_source = LearnablePrototypes(config.num_prototypes, config.embed_dim)

@@ -20,6 +20,7 @@ from protozoo.distributed import all_reduce_sum_, broadcast_
 
 INITS = ("random", "first_batch", "kmeans++")
 COVARIANCES = ("diag", "shared")
+RELOCATIONS = ("split", "embeddings")
 _SPARSE_GAMMA = 1e-9  # responsibilities at or below this are left out of sparse statistics
 
 
@@ -50,9 +51,14 @@ class OnlineGMM(nn.Module):
             meanwhile) before K of them are chosen by k-means++ and the mixture is fitted to them.
         chunk_size: components per chunk in the E-step; bounds memory at B × chunk_size.
         split_every: every this many updates, each component that got less than ``split_min_mass``
-            responsibility since the last check is replaced by half of the busiest ones (see
-            ``_split``), as DeepCluster relocates empty clusters; 0 never splits, as in the paper.
+            responsibility since the last check (and, with ``merge_eps``, each one that sits on a heavier
+            one) is relocated, as DeepCluster relocates empty clusters; 0 never relocates, as in the paper.
         split_min_mass: the responsibility since the last check below which a component counts as dead.
+        relocate: where a relocated component goes: "split" (half of one of the busiest components,
+            ``_split``) or "embeddings" (onto the batch's embedding that the other means cover worst,
+            ``_move_to_embeddings``).
+        merge_eps: at each check, a component whose prototype lies within this cosine distance of a
+            heavier one's counts as merged and is relocated too; 0 never merges.
 
     Example:
         >>> gmm = OnlineGMM(num_prototypes=64, dim=16)
@@ -86,6 +92,8 @@ class OnlineGMM(nn.Module):
         split_every: int = 0,
         split_min_mass: float = 1.0,
         covariance: str = "diag",
+        relocate: str = "split",
+        merge_eps: float = 0.0,
     ) -> None:
         super().__init__()
         if num_prototypes < 1 or dim < 1:
@@ -96,6 +104,12 @@ class OnlineGMM(nn.Module):
             raise ValueError(
                 f"Unknown covariance {covariance!r}; valid choices are {', '.join(map(repr, COVARIANCES))}"
             )
+        if relocate not in RELOCATIONS:
+            raise ValueError(
+                f"Unknown relocate {relocate!r}; valid choices are {', '.join(map(repr, RELOCATIONS))}"
+            )
+        if not 0.0 <= merge_eps < 2.0:
+            raise ValueError(f"merge_eps is a cosine distance in [0, 2), got {merge_eps}; 0 never merges")
         if init not in INITS:
             raise ValueError(f"Unknown init {init!r}; valid choices are {', '.join(map(repr, INITS))}")
         if init == "kmeans++" and init_samples < num_prototypes:
@@ -109,7 +123,7 @@ class OnlineGMM(nn.Module):
             raise ValueError(f"split_every must be >= 0 (0 never splits), got {split_every}")
         self.init_noise, self.chunk_size = init_noise, chunk_size
         self.split_every, self.split_min_mass = split_every, split_min_mass
-        self.covariance = covariance
+        self.covariance, self.relocate, self.merge_eps = covariance, relocate, merge_eps
         mu = F.normalize(torch.randn(num_prototypes, dim), dim=1)
         var = torch.full((num_prototypes, dim), 1.0 / dim)
         # One pseudo-count of mass per component, so the statistics describe the initial guess.
@@ -235,7 +249,7 @@ class OnlineGMM(nn.Module):
             self.recent_mass.add_(n)
             self.num_updates.add_(1)
             if int(self.num_updates) % self.split_every == 0:
-                self._split()
+                self._relocate(h)
 
     @staticmethod
     def _add_statistics(gamma: Tensor, hh: Tensor, n: Tensor, stats: Tensor) -> None:
@@ -301,31 +315,93 @@ class OnlineGMM(nn.Module):
         self.initialized.fill_(True)
         return True
 
-    def _split(self) -> None:
-        """Replace each dead component (recent mass below ``split_min_mass``) by half of a busy one.
-
-        Donors are the components with the most recent mass, one dead component each. A donor of
-        mean μ and variances σ² is cut along its largest-variance axis e: the two halves get means
-        μ ± σ_e e, the donor's variances and half of its mass (so the mixture's total mass and each
-        half's variance are unchanged), and EM then pulls them apart. Every process computes the same
-        split from the all-reduced statistics.
-        """
-        dead = (self.recent_mass < self.split_min_mass).nonzero().squeeze(1)
-        donors = self.recent_mass.argsort(descending=True)[: len(dead)]
-        donors = donors[self.recent_mass[donors] >= 2 * self.split_min_mass]  # only busy ones are cut
-        dead = dead[: len(donors)]  # more dead than donors: the rest wait for the next check
+    def _relocate(self, h: Tensor) -> None:
+        """Relocate the dead components (recent mass below ``split_min_mass``) and, with ``merge_eps``, the
+        merged ones (a prototype within ``merge_eps`` of a heavier one's); then restart the window."""
+        move = self.recent_mass < self.split_min_mass
+        if self.merge_eps:
+            move |= self._merged()
+        movers = move.nonzero().squeeze(1)
+        if len(movers) and self.relocate == "split":
+            self._split(movers)
+        elif len(movers):
+            self._move_to_embeddings(movers, h)
         self.recent_mass.zero_()
-        if len(dead) == 0:
+
+    def _merged(self, chunk_size: int = 1024) -> Tensor:
+        """(K,) bool: True where 1 − cos(c_k, c_j) < merge_eps for some heavier component j (mass, then
+        lower index, breaks ties). Chunked so that no K x K matrix is held."""
+        c, mass = self.prototypes, self.mass
+        index = torch.arange(self.num_prototypes, device=c.device)
+        merged = torch.zeros_like(mass, dtype=torch.bool)
+        for rows in index.split(chunk_size):
+            heavier = (mass > mass[rows, None]) | ((mass == mass[rows, None]) & (index < rows[:, None]))
+            merged[rows] = ((c[rows] @ c.T > 1.0 - self.merge_eps) & heavier).any(1)
+        return merged
+
+    def _split(self, movers: Tensor) -> None:
+        """Replace each mover by half of a busy component.
+
+        Donors are the components with the most recent mass, one mover each. A donor of mean μ and
+        variances σ² is cut along its largest-variance axis e: the two halves get means μ ± σ_e e, the
+        donor's variances and half of its mass (so the mixture's total mass and each half's variance are
+        unchanged), and EM then pulls them apart. Every process computes the same split from the
+        all-reduced statistics.
+        """
+        donors = self.recent_mass.argsort(descending=True)[: len(movers)]
+        donors = donors[self.recent_mass[donors] >= 2 * self.split_min_mass]  # only busy ones are cut
+        movers = movers[: len(donors)]  # more movers than donors: the rest wait for the next check
+        if len(movers) == 0:
             return
         mu, var = self.means[donors], self.variances[donors]  # (n, d)
         spread = self.s2[donors] / self.mass[donors, None] - mu**2  # (n, d): each donor's own variances
         axis = spread.argmax(1, keepdim=True)  # (n, 1): the largest-variance axis of each donor
         step = torch.zeros_like(mu).scatter_(1, axis, spread.gather(1, axis).clamp(min=0).sqrt())  # σ_e e
         mass = self.mass[donors] / 2
-        for index, mean in ((donors, mu + step), (dead, mu - step)):
+        for index, mean in ((donors, mu + step), (movers, mu - step)):
             self.mass[index] = mass
             self.s1[index] = mass[:, None] * mean
             self.s2[index] = mass[:, None] * (var + mean**2)
+        self._m_step()
+
+    def _move_to_embeddings(self, movers: Tensor, h: Tensor) -> None:
+        """Move each mover onto an embedding of this batch that the staying prototypes cover worst.
+
+        Farthest-point traversal (Gonzalez, 1985) over rank 0's batch x: the next embedding chosen is
+        the one farthest (1 − cos) from its nearest staying or already placed prototype, until no
+        embedding lies more than ``merge_eps`` away or every mover is placed (the rest wait for the next
+        check). A mover placed on x_i takes the variances of x_i's owner o (its nearest staying
+        prototype) and shares o's mass: o and the m movers placed in its region hold A_o / (1 + m) each,
+        so the mixture's total mass, o's mean and its variances are unchanged.
+        """
+        x = broadcast_(F.normalize(h, dim=1))  # (B, d): every process moves the same way
+        stay = torch.ones_like(self.mass, dtype=torch.bool)
+        stay[movers] = False
+        staying = stay.nonzero().squeeze(1)
+        if len(staying) == 0:
+            return
+        best, nearest = (x @ self.prototypes[staying].T).max(1)  # (B,)
+        owners, distance = staying[nearest], 1.0 - best
+        chosen = []
+        for _ in range(min(len(movers), len(x))):
+            i = int(distance.argmax())
+            if float(distance[i]) <= self.merge_eps:
+                break
+            chosen.append(i)
+            torch.minimum(distance, 1.0 - x @ x[i], out=distance)
+        if not chosen:
+            return
+        picked, movers = torch.tensor(chosen, device=x.device), movers[: len(chosen)]
+        owner = owners[picked]  # (n,)
+        share = 1.0 / (1.0 + torch.bincount(owner, minlength=self.num_prototypes).float())  # (K,)
+        moved = self.mass[owner] * share[owner]  # (n,): the owner's mass before it is shared
+        var = self.variances[owner]  # (n, d)
+        self.mass.mul_(share)  # owners keep 1 / (1 + m) of their statistics, the others all of theirs
+        self.s1.mul_(share[:, None])
+        self.s2.mul_(share[:, None])
+        self.mass[movers] = moved
+        self.s1[movers] = moved[:, None] * x[picked]
+        self.s2[movers] = moved[:, None] * (var + x[picked] ** 2)
         self._m_step()
 
     def _check(self, h: Tensor) -> Tensor:
@@ -344,7 +420,8 @@ class OnlineGMM(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"num_prototypes={self.num_prototypes}, dim={self.dim}, eta={self.eta}, init={self.init!r}, "
-            f"split_every={self.split_every}, split_min_mass={self.split_min_mass}"
+            f"split_every={self.split_every}, split_min_mass={self.split_min_mass}, "
+            f"relocate={self.relocate!r}, merge_eps={self.merge_eps}"
         )
 
 

@@ -191,7 +191,7 @@ def test_split_gives_a_dead_component_half_of_the_busiest_one():
     gmm._m_step()
     gmm.recent_mass.copy_(torch.tensor([5.0, 0.5, 9.0, 7.0]))  # component 1 is dead, 2 the busiest
     mu, var, total = gmm.means[2].clone(), gmm.variances[2].clone(), gmm.mass.sum()
-    gmm._split()
+    gmm._relocate(F.normalize(torch.randn(2, 3), dim=1))  # "split" ignores the batch
     step = torch.tensor([0.0, 0.2, 0.0])  # sigma along the largest-variance axis (0.04 -> 0.2)
     torch.testing.assert_close(gmm.means[2], mu + step)
     torch.testing.assert_close(gmm.means[1], mu - step)
@@ -199,6 +199,45 @@ def test_split_gives_a_dead_component_half_of_the_busiest_one():
     torch.testing.assert_close(gmm.mass[[1, 2]], torch.tensor([15.0, 15.0]))
     torch.testing.assert_close(gmm.mass.sum(), total - 1.0)  # the dead one's pseudo-count is dropped
     assert (gmm.recent_mass == 0).all()
+
+
+def _three_components(**kwargs) -> OnlineGMM:
+    """Means on e0 (mass 10) and e1 (mass 20), variances 0.01, and component 2 dead near e0."""
+    gmm = OnlineGMM(3, 3, split_every=1, relocate="embeddings", **kwargs)
+    means = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.99, 0.1, 0.0]])
+    gmm.mass.copy_(torch.tensor([10.0, 20.0, 1.0]))
+    gmm.s1.copy_(gmm.mass[:, None] * means)
+    gmm.s2.copy_(gmm.mass[:, None] * (means**2 + 0.01))
+    gmm._m_step()
+    gmm.recent_mass.copy_(torch.tensor([5.0, 9.0, 0.0]))
+    return gmm
+
+
+def test_a_dead_component_moves_onto_the_embedding_the_others_cover_worst():
+    gmm = _three_components()
+    far = F.normalize(torch.tensor([0.0, 0.3, 1.0]), dim=0)  # nearest staying mean: e1
+    h = torch.stack([torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0]), far])
+    total = gmm.mass.sum()
+    gmm._relocate(h)
+    torch.testing.assert_close(gmm.means[2], far)
+    torch.testing.assert_close(gmm.variances[2], torch.full((3,), 0.01))  # its owner's, e1's
+    torch.testing.assert_close(gmm.mass, torch.tensor([10.0, 10.0, 10.0]))  # e1's mass shared
+    torch.testing.assert_close(gmm.means[1], torch.tensor([0.0, 1.0, 0.0]))  # the owner stays put
+    torch.testing.assert_close(gmm.mass.sum(), total - 1.0)  # the dead one's pseudo-count is dropped
+    assert (gmm.recent_mass == 0).all()
+
+
+def test_a_merged_component_moves_and_none_moves_onto_covered_embeddings():
+    gmm = _three_components(merge_eps=0.025)
+    gmm.recent_mass.fill_(5.0)  # every component is live: only the merge can move one
+    h = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # both lie on a staying mean
+    gmm._relocate(h)
+    torch.testing.assert_close(gmm.means[2], torch.tensor([0.99, 0.1, 0.0]))  # nowhere to go: it waits
+    far = torch.tensor([[0.0, 0.0, 1.0]])
+    gmm.recent_mass.fill_(5.0)
+    gmm._relocate(far)  # 1 - cos(c_2, c_0) = 0.005 < 0.025 and c_0 is heavier: c_2 moves
+    torch.testing.assert_close(gmm.means[2], far[0])
+    torch.testing.assert_close(gmm.means[0], torch.tensor([1.0, 0.0, 0.0]))
 
 
 def test_published_state_without_split_counters_loads():
@@ -244,6 +283,8 @@ def test_bad_embeddings_raise(h, match):
         ({"num_prototypes": 0}, ">= 1"),
         ({"split_every": -1}, "split_every must be >= 0"),
         ({"covariance": "full"}, "Unknown covariance 'full'; valid choices are 'diag', 'shared'"),
+        ({"relocate": "away"}, "Unknown relocate 'away'; valid choices are 'split', 'embeddings'"),
+        ({"merge_eps": -0.1}, "merge_eps is a cosine distance in \\[0, 2\\)"),
     ],
 )
 def test_bad_settings_raise(kwargs, match):
