@@ -16,7 +16,9 @@ its own mmap (``MALLOC_MMAP_THRESHOLD_=65536``), so that a freed tensor leaves t
 once: the Linux high-water mark (VmHWM, reset through /proc/self/clear_refs before each update)
 minus the resident set before the update is then the update's transient peak, here of the first
 (dense, so the larger) update. The chunking table
-repeats the largest case with several ``chunk_size`` values, ``chunk_size = K`` being no chunking.
+repeats the largest case with several ``chunk_size`` values, ``chunk_size = K`` being no chunking. The
+relocation table times one relocation check (dead and merged components moved, every
+``gmm_split_every`` updates) for each K, by splitting and onto embeddings.
 
     python benchmarks/bench_gmm.py [--quick]
 """
@@ -44,6 +46,7 @@ from protozoo.prototypes import OnlineGMM
 
 COMMAND = "python benchmarks/bench_gmm.py"
 DEFAULT_CHUNK = 4096  # OnlineGMM's default chunk_size
+CHECK_EVERY = 100  # the default recipe's gmm_split_every
 
 
 def time_update(
@@ -61,6 +64,17 @@ def time_update(
         gmm.update(h, beta=1.0)
         times.append(time.perf_counter() - t)
     return warm, times
+
+
+def time_relocation(num_prototypes: int, dim: int, batch: int, relocate: str) -> float:
+    """Seconds of one relocation check (``OnlineGMM._relocate``) with about a quarter of the components
+    dead and the merge check on (``merge_eps`` 0.025)."""
+    gmm = OnlineGMM(num_prototypes, dim, relocate=relocate, merge_eps=0.025, split_every=1)
+    h = F.normalize(torch.randn(batch, dim), dim=1)
+    gmm.recent_mass.copy_(torch.rand(num_prototypes) * 4)  # "split" needs busy donors as well as dead ones
+    t = time.perf_counter()
+    gmm._relocate(h)
+    return time.perf_counter() - t
 
 
 def _status_kb(field: str) -> int:
@@ -113,7 +127,7 @@ def measure_memory(configs: list[tuple[int, int, int, int]]) -> dict[tuple[int, 
 
 
 def markdown(record: dict[str, Any]) -> str:
-    """The docs section body: the grid table and the chunking table."""
+    """The docs section body: the grid, chunking and relocation tables."""
     r = record["results"]
     step = r["resnet_step_ms"]
     grid = table(
@@ -161,6 +175,20 @@ def markdown(record: dict[str, Any]) -> str:
             for row in c["rows"]
         ],
     )
+    relocation = table(
+        ["K", "d", "B", "relocate", "ms per check", f"per update at a check every {CHECK_EVERY} updates"],
+        [
+            [
+                row["K"],
+                row["d"],
+                row["B"],
+                row["relocate"],
+                f"{row['ms']:.0f}",
+                f"{row['ms'] / CHECK_EVERY:.2f} ms",
+            ]
+            for row in r.get("relocation", [])
+        ],
+    )
     return "\n\n".join(
         [
             grid,
@@ -168,6 +196,8 @@ def markdown(record: dict[str, Any]) -> str:
             f"no prototype step): median {step:.0f} ms over {len(r['resnet_step_samples_ms'])} steps "
             f"spread over the run. Default chunk_size {DEFAULT_CHUNK}.",
             f"Chunking at K = {c['K']}, d = {c['d']}, B = {c['B']}:\n\n{chunks}",
+            "One relocation check (`gmm_split_every`), a quarter of the components dead and the merge "
+            f"check on (`gmm_merge_eps` 0.025):\n\n{relocation}",
             run_note(record, COMMAND + (" --quick" if record["quick"] else "")),
         ]
     )
@@ -222,6 +252,13 @@ def main() -> None:
                     }
                 )
                 print(f"K={k} d={d} B={b}: {median_ms:.1f} ms", flush=True)
+        relocation: list[dict[str, Any]] = []
+        for k, relocate in itertools.product(ks, ("split", "embeddings")):
+            seconds = time_relocation(k, ds[-1], bs[0], relocate)
+            relocation.append(
+                {"K": k, "d": ds[-1], "B": bs[0], "relocate": relocate, "ms": round(seconds * 1e3, 1)}
+            )
+            print(f"relocation K={k} {relocate}: {seconds * 1e3:.0f} ms", flush=True)
         chunk_rows: list[dict[str, Any]] = []
         for cs in chunk_sizes:
             first, (seconds,) = time_update(*chunk_case, max_repeats=1, chunk_size=cs)
@@ -255,6 +292,7 @@ def main() -> None:
         "resnet_step_samples_ms": [round(s * 1e3, 1) for s in step_s],
         "grid": grid,
         "chunking": {"K": chunk_case[0], "d": chunk_case[1], "B": chunk_case[2], "rows": chunk_rows},
+        "relocation": relocation,
     }
     record = run.write(args.out, settings, results=results)
     print(markdown(record))

@@ -3,13 +3,15 @@
 python benchmarks/screens.py                  # the GMM screens at 360 steps (tables/gmm_default)
 python benchmarks/screens.py --screen 600     # the GMM screens at 600 steps (tables/gmm_live)
 python benchmarks/screens.py --screen budget  # the 10-minute recipe screens (tables/budget)
+python benchmarks/screens.py --screen relocation  # the default's GMM relocation (tables/relocation)
 
 The GMM screens are the 360-step ResNet-18 recipe (train/configs/resnet18-360.yaml, the default when
 they ran) with one GMM or DINO setting; joint CARP is the same recipe with ``method=carp``. The budget
 screens are the default recipe (train/configs/default.yaml) with one change each, in fp32 with AVX2
 kernels as README's main job runs on a 2-core AVX2 machine, each sized by its step time to about 10
-minutes; an entry may name another recipe with ``--config``. The command of every run is in ``SCREENS``.
-Writes a markdown table (last val evaluation and final test metrics), the figure
+minutes; an entry may name another recipe with ``--config``. The relocation screens are today's default
+with one relocation setting each (overrides name the earlier settings they return to). The command of
+every run is in ``SCREENS``. Writes a markdown table (last val evaluation and final test metrics), the figure
 docs/figures/<folder>.png (live fraction = prototypes that are some val image's argmax, val k-NN and
 unique@0.025 among the live over steps) and benchmarks/results/<folder>.json. A run whose last
 evaluation comes before its length was stopped there, to free the CPU: the step column says where.
@@ -74,7 +76,8 @@ SCREENS = {
     "budget": (
         "budget",
         "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m train --config default "
-        "mixed_precision=no final_eval=false save_every=100000 output_dir=runs/budget/<run>",
+        "mixed_precision=no final_eval=false save_every=100000 output_dir=runs/budget/<run> "
+        "gmm_split_every=10 gmm_split_min_mass=0.1 gmm_relocate=split gmm_merge_eps=0",  # the GMM then
         {
             "full360": ("--config resnet18-360", "full width, AdamW, 360 steps (the earlier default)"),
             "q_adamw_2400": (
@@ -87,19 +90,38 @@ SCREENS = {
             "q_sgd_crops05_2000": ("global_crops_scale=[0.5,1.0]", "the default with crops 0.5-1"),
             "split5": ("gmm_split_every=5", "the default, GMM split check every 5 steps"),
             "min05": ("gmm_split_min_mass=0.5", "the default, dead below 0.5 unit"),
-            "emb": ("gmm_relocate=embeddings", "the default, dead components moved onto embeddings"),
+        },
+    ),
+    "relocation": (
+        "relocation",
+        "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m train --config default "
+        "mixed_precision=no final_eval=false save_every=100000 output_dir=runs/budget/<run>",
+        {
+            "split10": (
+                "gmm_split_every=10 gmm_split_min_mass=0.1 gmm_relocate=split gmm_merge_eps=0",
+                "split, every 10 steps, dead below 0.1 unit (the earlier default)",
+            ),
+            "emb": (
+                "gmm_split_every=10 gmm_split_min_mass=0.1 gmm_merge_eps=0",
+                "onto embeddings, every 10 steps, dead below 0.1 unit",
+            ),
             "w100": (
-                "gmm_split_every=100 gmm_split_min_mass=2",
-                "the default, GMM check every 100 steps, dead below 2 units",
+                "gmm_split_every=100 gmm_split_min_mass=2 gmm_relocate=split gmm_merge_eps=0",
+                "split, every 100 steps, dead below 2 units",
             ),
             "w100emb": (
-                "gmm_split_every=100 gmm_split_min_mass=2 gmm_relocate=embeddings",
-                "the same, dead components moved onto embeddings",
+                "gmm_split_every=100 gmm_split_min_mass=2 gmm_merge_eps=0",
+                "onto embeddings, every 100 steps, dead below 2 units",
             ),
             "w100emb_m025": (
-                "gmm_split_every=100 gmm_split_min_mass=2 gmm_relocate=embeddings gmm_merge_eps=0.025",
-                "the same, and merged ones (within 0.025) too",
+                "gmm_split_every=100 gmm_split_min_mass=2",
+                "the same, merged (within 0.025) moved too",
             ),
+            "w50emb_m025": (
+                "",
+                "onto embeddings, every 50 steps, dead below 1 unit, merged within 0.025 (default)",
+            ),
+            "w50emb_m1": ("gmm_merge_eps=0.1", "the same, merged within 0.1"),
         },
     ),
 }

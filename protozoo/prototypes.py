@@ -348,8 +348,9 @@ class OnlineGMM(nn.Module):
         unchanged), and EM then pulls them apart. Every process computes the same split from the
         all-reduced statistics.
         """
-        donors = self.recent_mass.argsort(descending=True)[: len(movers)]
-        donors = donors[self.recent_mass[donors] >= 2 * self.split_min_mass]  # only busy ones are cut
+        busy = self.recent_mass.index_fill(0, movers, -1.0)  # a merged component is no donor
+        donors = busy.argsort(descending=True)[: len(movers)]
+        donors = donors[busy[donors] >= 2 * self.split_min_mass]  # only busy ones are cut
         movers = movers[: len(donors)]  # more movers than donors: the rest wait for the next check
         if len(movers) == 0:
             return
