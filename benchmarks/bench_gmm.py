@@ -46,7 +46,7 @@ from protozoo.prototypes import OnlineGMM
 
 COMMAND = "python benchmarks/bench_gmm.py"
 DEFAULT_CHUNK = 4096  # OnlineGMM's default chunk_size
-CHECK_EVERY = 100  # the default recipe's gmm_split_every
+CHECK_EVERY = 50  # the default recipe's gmm_split_every
 
 
 def time_update(
