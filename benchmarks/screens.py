@@ -122,6 +122,8 @@ SCREENS = {
                 "onto embeddings, every 50 steps, dead below 1 unit, merged within 0.025 (default)",
             ),
             "w50emb_m1": ("gmm_merge_eps=0.1", "the same, merged within 0.1"),
+            "ko5": ("koleo_weight=0.5", "the default, KoLeo 0.5 on the embeddings"),
+            "ko5_m1": ("koleo_weight=0.5 gmm_merge_eps=0.1", "the same, merged within 0.1"),
         },
     ),
 }
