@@ -9,12 +9,13 @@ The GMM screens are the 360-step ResNet-18 recipe (train/configs/resnet18-360.ya
 they ran) with one GMM or DINO setting; joint CARP is the same recipe with ``method=carp``. The budget
 screens are the default recipe (train/configs/default.yaml) with one change each, in fp32 with AVX2
 kernels as README's main job runs on a 2-core AVX2 machine, each sized by its step time to about 10
-minutes; an entry may name another recipe with ``--config``. The relocation screens are today's default
-with one relocation setting each (overrides name the earlier settings they return to). The command of
-every run is in ``SCREENS``. Writes a markdown table (last val evaluation and final test metrics), the figure
-docs/figures/<folder>.png (live fraction = prototypes that are some val image's argmax, val k-NN and
-unique@0.025 among the live over steps) and benchmarks/results/<folder>.json. A run whose last
-evaluation comes before its length was stopped there, to free the CPU: the step column says where.
+minutes; an entry may name another recipe with ``--config``. The relocation screens are today's
+default with KoLeo 0.1 and one relocation setting each (overrides name the earlier settings they return
+to). The command of every run is in ``SCREENS``. Writes a markdown table (last val evaluation and final
+test metrics), the figure docs/figures/<folder>.png (live fraction = prototypes that are some val
+image's argmax, val k-NN and unique@0.025 among the live over steps) and
+benchmarks/results/<folder>.json. A run whose last evaluation comes before its length was stopped
+there, to free the CPU: the step column says where.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ SCREENS = {
         "budget",
         "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m train --config default "
         "mixed_precision=no final_eval=false save_every=100000 output_dir=runs/budget/<run> "
-        "gmm_split_every=10 gmm_split_min_mass=0.1 gmm_relocate=split gmm_merge_eps=0",  # the GMM then
+        "gmm_split_every=10 gmm_split_min_mass=0.1 gmm_relocate=split gmm_merge_eps=0 koleo_weight=0.1",
         {
             "full360": ("--config resnet18-360", "full width, AdamW, 360 steps (the earlier default)"),
             "q_adamw_2400": (
@@ -95,7 +96,7 @@ SCREENS = {
     "relocation": (
         "relocation",
         "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m train --config default "
-        "mixed_precision=no final_eval=false save_every=100000 output_dir=runs/budget/<run>",
+        "mixed_precision=no final_eval=false save_every=100000 output_dir=runs/budget/<run> koleo_weight=0.1",
         {
             "split10": (
                 "gmm_split_every=10 gmm_split_min_mass=0.1 gmm_relocate=split gmm_merge_eps=0",
@@ -117,13 +118,9 @@ SCREENS = {
                 "gmm_split_every=100 gmm_split_min_mass=2",
                 "the same, merged (within 0.025) moved too",
             ),
-            "w50emb_m025": (
-                "",
-                "onto embeddings, every 50 steps, dead below 1 unit, merged within 0.025 (default)",
-            ),
-            "w50emb_m1": ("gmm_merge_eps=0.1", "the same, merged within 0.1"),
-            "ko5": ("koleo_weight=0.5", "the default, KoLeo 0.5 on the embeddings"),
-            "ko5_m1": ("koleo_weight=0.5 gmm_merge_eps=0.1", "the same, merged within 0.1"),
+            "w50emb_m025": ("", "onto embeddings, every 50 steps, dead below 1 unit, merged within 0.025"),
+            "ko5": ("koleo_weight=0.5", "the same with KoLeo 0.5 on the embeddings (default)"),
+            "ko5_m1": ("koleo_weight=0.5 gmm_merge_eps=0.1", "KoLeo 0.5, merged within 0.1"),
         },
     ),
 }
