@@ -119,7 +119,11 @@ SCREENS = {
                 "the same, merged (within 0.025) moved too",
             ),
             "w50emb_m025": ("", "onto embeddings, every 50 steps, dead below 1 unit, merged within 0.025"),
-            "ko5": ("koleo_weight=0.5", "the same with KoLeo 0.5 on the embeddings (default)"),
+            "w50emb_m1": ("gmm_merge_eps=0.1", "the same, merged within 0.1"),
+            "ko5": (
+                "koleo_weight=0.5",
+                "every 50 steps, merged within 0.025, KoLeo 0.5 on the embeddings (default)",
+            ),
             "ko5_m1": ("koleo_weight=0.5 gmm_merge_eps=0.1", "KoLeo 0.5, merged within 0.1"),
         },
     ),
