@@ -322,9 +322,11 @@ class OnlineGMM(nn.Module):
         if self.merge_eps:
             move |= self._merged()
         movers = move.nonzero().squeeze(1)
-        if len(movers) and self.relocate == "split":
+        if len(movers) == 0:
+            pass
+        elif self.relocate == "split":
             self._split(movers)
-        elif len(movers):
+        else:
             self._move_to_embeddings(movers, h)
         self.recent_mass.zero_()
 
@@ -359,10 +361,8 @@ class OnlineGMM(nn.Module):
         axis = spread.argmax(1, keepdim=True)  # (n, 1): the largest-variance axis of each donor
         step = torch.zeros_like(mu).scatter_(1, axis, spread.gather(1, axis).clamp(min=0).sqrt())  # σ_e e
         mass = self.mass[donors] / 2
-        for index, mean in ((donors, mu + step), (movers, mu - step)):
-            self.mass[index] = mass
-            self.s1[index] = mass[:, None] * mean
-            self.s2[index] = mass[:, None] * (var + mean**2)
+        self._set(donors, mass, mu + step, var)
+        self._set(movers, mass, mu - step, var)
         self._m_step()
 
     def _move_to_embeddings(self, movers: Tensor, h: Tensor) -> None:
@@ -400,10 +400,14 @@ class OnlineGMM(nn.Module):
         self.mass.mul_(share)  # owners keep 1 / (1 + m) of their statistics, the others all of theirs
         self.s1.mul_(share[:, None])
         self.s2.mul_(share[:, None])
-        self.mass[movers] = moved
-        self.s1[movers] = moved[:, None] * x[picked]
-        self.s2[movers] = moved[:, None] * (var + x[picked] ** 2)
+        self._set(movers, moved, x[picked], var)
         self._m_step()
+
+    def _set(self, index: Tensor, mass: Tensor, mean: Tensor, var: Tensor) -> None:
+        """Give components ``index`` mass A, mean μ and variances σ²: S1 = A μ, S2 = A (σ² + μ²)."""
+        self.mass[index] = mass
+        self.s1[index] = mass[:, None] * mean
+        self.s2[index] = mass[:, None] * (var + mean**2)
 
     def _check(self, h: Tensor) -> Tensor:
         if not isinstance(h, Tensor) or h.dim() != 2 or h.shape[1] != self.dim or h.shape[0] == 0:
