@@ -2,12 +2,14 @@
 
 python benchmarks/knn_pixels.py                               # pixels only
 python benchmarks/knn_pixels.py --models dp-resnet18-fmnist   # and zoo models' features beside them
+python benchmarks/knn_pixels.py --models runs/<run>/model --against dp-resnet18-fmnist   # a candidate
 
 Each row is scored as it is and mean-centred (the bank's mean subtracted before the cosine), since
 centring helps pixels by 1.5 points and a fair comparison gives features the same treatment. Each
 model is also compared with pixels image by image on the same 10 000 test images: the difference in
 accuracy with its paired 95 % interval (Wald, from the images only one of the two gets right, as in
-McNemar's test), so "beats pixels" can be told from the noise of one test set. Writes
+McNemar's test), so "beats pixels" can be told from the noise of one test set; ``--against`` compares
+each model with another one the same way (a candidate against the zoo model it would replace). Writes
 benchmarks/results/knn_pixels.json.
 """
 
@@ -18,6 +20,7 @@ import json
 from pathlib import Path
 
 import torch
+from common import RESULTS, write_json
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -80,24 +83,35 @@ def main() -> None:
     parser.add_argument(
         "--models", nargs="*", default=[], help="zoo names or model folders to score beside pixels"
     )
+    parser.add_argument(
+        "--against", help="a zoo name or model folder that each model is also compared with, image by image"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "knn_pixels.json")
     args = parser.parse_args()
     (train_x, train_y), (test_x, test_y) = load_fashion_mnist("train"), load_fashion_mnist("test")
     pixels = _correct(train_x.flatten(1) / 255.0, train_y, test_x.flatten(1) / 255.0, test_y)
     results: dict[str, dict] = {"raw pixels": _accuracies(*pixels)}
+    reference = _correct(*_model_features(args.against)) if args.against else None
+    if reference is not None:
+        results[args.against] = _accuracies(*reference)
     for name in args.models:
         plain, centred = _correct(*_model_features(name))
         results[name] = _accuracies(plain, centred) | {
             "vs_pixels": paired_difference(plain, pixels[0]),
             "vs_pixels_centred": paired_difference(centred, pixels[1]),
         }
+        if reference is not None:
+            results[name][f"vs {args.against}"] = paired_difference(plain, reference[0])
+            results[name][f"vs {args.against}, centred"] = paired_difference(centred, reference[1])
     print("| features | k-NN top-1 | minus pixels [95 % CI] | mean-centred | minus pixels, both centred |")
     print("|---|---|---|---|---|")
     for name, r in results.items():
         plain, centred = (_show(r.get(k)) for k in ("vs_pixels", "vs_pixels_centred"))
         print(f"| {name} | {r['knn_top1']:.4f} | {plain} | {r['knn_top1_centred']:.4f} | {centred} |")
-    out = Path(__file__).parent / "results" / "knn_pixels.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    for name in args.models if reference is not None else []:
+        plain, centred = (_show(results[name][f"vs {args.against}{k}"]) for k in ("", ", centred"))
+        print(f"{name} minus {args.against}: {plain}; both centred: {centred}")
+    write_json(args.out, results)
 
 
 if __name__ == "__main__":

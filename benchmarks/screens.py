@@ -125,6 +125,8 @@ SCREENS = {
                 "every 50 steps, merged within 0.025, KoLeo 0.5 on the embeddings (default)",
             ),
             "ko5_m1": ("koleo_weight=0.5 gmm_merge_eps=0.1", "KoLeo 0.5, merged within 0.1"),
+            "ko5_m05": ("koleo_weight=0.5 gmm_merge_eps=0.05", "KoLeo 0.5, merged within 0.05"),
+            "ko5_min2": ("koleo_weight=0.5 gmm_split_min_mass=2", "KoLeo 0.5, dead below 2 units"),
         },
     ),
 }

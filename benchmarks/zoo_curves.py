@@ -26,11 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 TRAIN_IMAGES = 55_000  # the "train" split (Fashion-MNIST's 60 000 less the 5 000 val images)
 RUNS = {  # label: metrics file in docs/tables/screens
     "ResNet-18, batch 256 (zoo v2)": "zoo_v2.jsonl",
-    "ResNet-18, batch 64 (zoo v3, shipped)": "zoo_v3.jsonl",
+    "ResNet-18, batch 64 (zoo v3, AdamW, the paper's GMM)": "zoo_v3.jsonl",
     "ResNet-18, batch 64, distinct reseeding at cos 0.75": "zoo_v3_reseed_c075.jsonl",
     "ResNet-18, batch 64, 3600 steps (fp32, an hour here)": "zoo_v4_3600.jsonl",
     "ResNet-18, batch 32, 7200 steps (fp32, 80 minutes here)": "zoo_v4_3600_bs32.jsonl",
     "ResNet-18, batch 64, 3600 steps, crops (0.85, 1)": "zoo_v4_gs085.jsonl",
+    "ResNet-18, the default's recipe and GMM (zoo v5, shipped)": "zoo_v5.jsonl",
     "ViT-Tiny, batch 256 (vit v1)": "zoo_vit.jsonl",
     "ViT-Tiny, batch 64 (vit v2, shipped)": "zoo_vit_v2.jsonl",
 }

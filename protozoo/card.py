@@ -185,7 +185,8 @@ def live_prototypes(results: dict[str, Any], num_prototypes: int, head: Path | N
     Live prototypes are the best match (argmax) of at least one evaluation image: ``results["live"]``, or
     ``K (1 - dead)`` from an older run that logged only the dead fraction. The unique fractions among them
     are ``results["unique_live"]``; when the run lacks them but ``head`` holds the GMM's masses, they are
-    counted among the components carrying at least 2 units of mass instead (``carrying``). A prototype no
+    counted among the components carrying at least 2 units of mass instead. ``carrying`` is
+    ``results["carrying"]``, or counted from those masses. A prototype no
     data uses stays where it was initialised, far from the others, so without either the unique fractions
     may count dead random vectors as unique prototypes, and the card says so.
 
@@ -201,15 +202,16 @@ def live_prototypes(results: dict[str, Any], num_prototypes: int, head: Path | N
     live = results.get("live")
     if live is None and results.get("dead") is not None:
         live = round((1 - results["dead"]) * num_prototypes)
-    out = {"live": live, "dead": None if live is None else num_prototypes - live, "carrying": None}
-    out["unique_live"] = results.get("unique_live")
+    out = {"live": live, "dead": None if live is None else num_prototypes - live}
+    out["carrying"], out["unique_live"] = results.get("carrying"), results.get("unique_live")
     out["among"] = f"the {live} live" if out["unique_live"] else None
-    if out["unique_live"] is None and head is not None and head.is_file():
+    if (out["carrying"] is None or out["unique_live"] is None) and head is not None and head.is_file():
         found = read_prototype_file(head)
         if found.masses is not None:
             report = collapse_report(found.prototypes, masses=found.masses)
-            out["carrying"], out["unique_live"] = report.carrying, report.unique_live
-            out["among"] = f"the {report.carrying} carrying" if report.unique_live else None
+            out["carrying"] = report.carrying
+            if out["unique_live"] is None and report.unique_live:
+                out["unique_live"], out["among"] = report.unique_live, f"the {report.carrying} carrying"
     return out
 
 

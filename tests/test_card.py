@@ -189,6 +189,21 @@ def test_an_older_run_counts_uniques_among_the_gmm_components_carrying_mass(tmp_
     assert "carrying" not in joint and "may count as unique ones" in joint
 
 
+def test_a_gmm_run_states_its_carrying_components_beside_the_live_ones(tmp_path: Path) -> None:
+    unique_live = {e: 1.0 for e in ("0.025", "0.1", "0.25", "0.5")}
+    results = {**CONFIG["protozoo"]["results"], "live": 3, "dead": 0.25, "unique_live": unique_live}
+    config = with_results(results)
+    config["protozoo"]["config"]["num_prototypes"] = 4
+    recorded = render_card(with_results({**results, "carrying": 4}), name="m", load_name="m").text
+    assert "| GMM components carrying data (mass >= 2) | 4 of 1024 |" in recorded
+    means = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    save_file({"prototype_source.means": means, "prototype_source.mass": torch.tensor([5.0, 2.0, 3.0, 0.5])},
+              tmp_path / "head.safetensors")  # fmt: skip
+    text = render_card(config, name="m", load_name="m", head=tmp_path / "head.safetensors").text
+    assert "| GMM components carrying data (mass >= 2) | 3 of 4 |" in text  # counted from the masses
+    assert "| eps | unique fraction (all 4) | unique fraction among the 3 live |" in text
+
+
 def test_card_files_hold_no_numbers() -> None:
     for path in CARDS_DIR.glob("*.yaml"):
         assert "%" not in path.read_text(), path  # results come from config.json, never from the prose

@@ -2,8 +2,9 @@
 
     python -m train.compare --steps 1200 [--out runs/lt100] [--jobs 2] [key=value ...] [--methods carp ...]
 
-The shared base recipe (``--recipe``) is train/configs/resnet18-360.yaml: full-width ResNet-18, AdamW,
-the GMM settings of the default. REGIMES below are written against an AdamW base like it.
+The shared base recipe (``--recipe``) is train/configs/resnet18-360.yaml: full-width ResNet-18, AdamW;
+key=value overrides (the default's GMM relocation, say) apply to every method. REGIMES below are
+written against an AdamW base like it.
 
 Each method runs as ``python -m train`` in ``runs/compare/<method>`` (a finished run is reused, an
 interrupted one resumes), in its reference optimiser regime (REGIMES below); ``--jobs N`` trains N

@@ -41,7 +41,7 @@ from .config import TrainConfig
 from .lars import LARS
 
 logger = logging.getLogger(__name__)
-CARD_RESULTS = ("knn_top1", "linear_top1", "unique", "perplexity", "dead", "live", "unique_live")
+CARD_RESULTS = ("knn_top1", "linear_top1", "unique", "perplexity", "dead", "live", "carrying", "unique_live")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
