@@ -127,6 +127,10 @@ SCREENS = {
             "ko5_m1": ("koleo_weight=0.5 gmm_merge_eps=0.1", "KoLeo 0.5, merged within 0.1"),
             "ko5_m05": ("koleo_weight=0.5 gmm_merge_eps=0.05", "KoLeo 0.5, merged within 0.05"),
             "ko5_min2": ("koleo_weight=0.5 gmm_split_min_mass=2", "KoLeo 0.5, dead below 2 units"),
+            "ko5_sampled": (
+                "koleo_weight=0.5 gmm_relocate=sampled",
+                "KoLeo 0.5, onto embeddings drawn by squared distance",
+            ),
         },
     ),
 }

@@ -20,7 +20,7 @@ from protozoo.distributed import all_reduce_sum_, broadcast_
 
 INITS = ("random", "first_batch", "kmeans++")
 COVARIANCES = ("diag", "shared")
-RELOCATIONS = ("split", "embeddings")
+RELOCATIONS = ("split", "embeddings", "sampled")
 _SPARSE_GAMMA = 1e-9  # responsibilities at or below this are left out of sparse statistics
 
 
@@ -55,8 +55,9 @@ class OnlineGMM(nn.Module):
             one) is relocated, as DeepCluster relocates empty clusters; 0 never relocates, as in the paper.
         split_min_mass: the responsibility since the last check below which a component counts as dead.
         relocate: where a relocated component goes: "split" (half of one of the busiest components,
-            ``_split``) or "embeddings" (onto the batch's embedding that the other means cover worst,
-            ``_move_to_embeddings``).
+            ``_split``), "embeddings" (onto the batch's embedding that the other means cover worst,
+            ``_move_to_embeddings``) or "sampled" (onto a batch embedding drawn with probability
+            proportional to its squared distance from the nearest mean, as k-means++ seeds).
         merge_eps: at each check, a component whose prototype lies within this cosine distance of a
             heavier one's counts as merged and is relocated too; 0 never merges.
 
@@ -366,14 +367,17 @@ class OnlineGMM(nn.Module):
         self._m_step()
 
     def _move_to_embeddings(self, movers: Tensor, h: Tensor) -> None:
-        """Move each mover onto an embedding of this batch that the staying prototypes cover worst.
+        """Move each mover onto an embedding of this batch that the staying prototypes cover poorly.
 
-        Farthest-point traversal (Gonzalez, 1985) over rank 0's batch x: the next embedding chosen is
-        the one farthest (1 − cos) from its nearest staying or already placed prototype, until no
-        embedding lies more than ``merge_eps`` away or every mover is placed (the rest wait for the next
-        check). A mover placed on x_i takes the variances of x_i's owner o (its nearest staying
-        prototype) and shares o's mass: o and the m movers placed in its region hold A_o / (1 + m) each,
-        so the mixture's total mass, o's mean and its variances are unchanged.
+        Over rank 0's batch x, with d_i the distance (1 − cos) of x_i from its nearest staying or already
+        placed prototype, the next embedding chosen is the farthest one (farthest-point traversal,
+        Gonzalez 1985; ``relocate="embeddings"``) or one drawn with probability ∝ d_i² among those with
+        d_i > ``merge_eps`` (k-means++ seeding, Arthur & Vassilvitskii 2007; ``relocate="sampled"``, from
+        a generator seeded by the update count, so every process draws the same), until no embedding
+        lies more than ``merge_eps`` away or every mover is placed (the rest wait for the next check).
+        A mover placed on x_i takes the variances of x_i's owner o (its nearest staying prototype) and
+        shares o's mass: o and the m movers placed in its region hold A_o / (1 + m) each, so the
+        mixture's total mass, o's mean and its variances are unchanged.
         """
         x = broadcast_(F.normalize(h, dim=1))  # (B, d): every process moves the same way
         stay = torch.ones_like(self.mass, dtype=torch.bool)
@@ -384,10 +388,15 @@ class OnlineGMM(nn.Module):
         best, nearest = (x @ self.prototypes[staying].T).max(1)  # (B,)
         owners, distance = staying[nearest], 1.0 - best
         chosen = []
+        draws = torch.Generator(x.device).manual_seed(int(self.num_updates))
         for _ in range(min(len(movers), len(x))):
-            i = int(distance.argmax())
-            if float(distance[i]) <= self.merge_eps:
+            far = torch.where(distance > self.merge_eps, distance, 0.0)
+            if not far.any():
                 break
+            if self.relocate == "embeddings":
+                i = int(far.argmax())
+            else:
+                i = int(far.square().multinomial(1, generator=draws))
             chosen.append(i)
             torch.minimum(distance, 1.0 - x @ x[i], out=distance)
         if not chosen:

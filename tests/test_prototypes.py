@@ -201,9 +201,9 @@ def test_split_gives_a_dead_component_half_of_the_busiest_one():
     assert (gmm.recent_mass == 0).all()
 
 
-def _three_components(**kwargs) -> OnlineGMM:
+def _three_components(relocate: str = "embeddings", **kwargs) -> OnlineGMM:
     """Means on e0 (mass 10) and e1 (mass 20), variances 0.01, and component 2 dead near e0."""
-    gmm = OnlineGMM(3, 3, split_every=1, relocate="embeddings", **kwargs)
+    gmm = OnlineGMM(3, 3, split_every=1, relocate=relocate, **kwargs)
     means = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.99, 0.1, 0.0]])
     gmm.mass.copy_(torch.tensor([10.0, 20.0, 1.0]))
     gmm.s1.copy_(gmm.mass[:, None] * means)
@@ -238,6 +238,25 @@ def test_a_merged_component_moves_and_none_moves_onto_covered_embeddings():
     gmm._relocate(far)  # 1 - cos(c_2, c_0) = 0.005 < 0.025 and c_0 is heavier: c_2 moves
     torch.testing.assert_close(gmm.means[2], far[0])
     torch.testing.assert_close(gmm.means[0], torch.tensor([1.0, 0.0, 0.0]))
+
+
+def test_a_sampled_move_draws_embeddings_by_squared_distance_alike_on_every_process():
+    near, far = F.normalize(torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.3, 1.0]]), dim=1)  # d = 0.29, 0.71
+    h = torch.stack([torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0]), near, far])
+
+    def landing(relocate: str, updates: int) -> torch.Tensor:
+        gmm = _three_components(relocate=relocate, merge_eps=0.025)
+        gmm.num_updates.fill_(updates)
+        gmm._relocate(h)
+        return gmm.means[2]
+
+    drawn = [landing("sampled", n) for n in range(40)]
+    on_far = sum(torch.allclose(m, far) for m in drawn)
+    on_near = sum(torch.allclose(m, near) for m in drawn)
+    assert on_far + on_near == 40  # never onto an embedding a staying mean covers (d = 0)
+    assert on_far > on_near > 0  # probability 0.71² : 0.29², so the nearer one is drawn too
+    torch.testing.assert_close(landing("sampled", 7), drawn[7])  # the same draw for the same update count
+    assert all(torch.allclose(landing("embeddings", n), far) for n in range(3))  # farthest-point: always
 
 
 def test_published_state_without_split_counters_loads():

@@ -91,7 +91,7 @@ class TrainConfig:
     gmm_split_every: int = 0  # every this many steps, dead components take half of the busiest ones
     gmm_split_min_mass: float = 1.0  # responsibility since the last check below which a component is dead
     gmm_covariance: str = "diag"  # diag | shared (one isotropic variance, so ownership is by distance)
-    gmm_relocate: str = "split"  # split (half of a busy one) | embeddings (a poorly covered one)
+    gmm_relocate: str = "split"  # split (half a busy one) | embeddings (worst covered) | sampled (∝ d²)
     gmm_merge_eps: float = 0.0  # a prototype this close (1 - cos) to a heavier one moves; 0: never
     # ---- evaluation, logging, checkpoints ----
     eval_every: int = 200  # steps between k-NN + collapse evaluations (also at each epoch end)
