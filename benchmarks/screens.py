@@ -131,6 +131,7 @@ SCREENS = {
                 "koleo_weight=0.5 gmm_relocate=sampled",
                 "KoLeo 0.5, onto embeddings drawn by squared distance",
             ),
+            "ko5_sampled_s1": ("koleo_weight=0.5 gmm_relocate=sampled seed=1", "the same, seed 1"),
         },
     ),
 }
