@@ -132,6 +132,8 @@ SCREENS = {
                 "KoLeo 0.5, onto embeddings drawn by squared distance",
             ),
             "ko5_sampled_s1": ("koleo_weight=0.5 gmm_relocate=sampled seed=1", "the same, seed 1"),
+            "ko75": ("koleo_weight=0.75", "KoLeo 0.75, merged within 0.025"),
+            "ko75_s1": ("koleo_weight=0.75 seed=1", "the same, seed 1"),
         },
     ),
 }
