@@ -108,9 +108,10 @@ def main() -> None:
     for name, r in results.items():
         plain, centred = (_show(r.get(k)) for k in ("vs_pixels", "vs_pixels_centred"))
         print(f"| {name} | {r['knn_top1']:.4f} | {plain} | {r['knn_top1_centred']:.4f} | {centred} |")
-    for name in args.models if reference is not None else []:
-        plain, centred = (_show(results[name][f"vs {args.against}{k}"]) for k in ("", ", centred"))
-        print(f"{name} minus {args.against}: {plain}; both centred: {centred}")
+    if reference is not None:
+        for name in args.models:
+            plain, centred = (_show(results[name][f"vs {args.against}{k}"]) for k in ("", ", centred"))
+            print(f"{name} minus {args.against}: {plain}; both centred: {centred}")
     write_json(args.out, results)
 
 

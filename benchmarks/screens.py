@@ -9,7 +9,7 @@ The GMM screens are the 360-step ResNet-18 recipe (train/configs/resnet18-360.ya
 they ran) with one GMM or DINO setting; joint CARP is the same recipe with ``method=carp``. The budget
 screens are the default recipe (train/configs/default.yaml) with one change each, in fp32 with AVX2
 kernels as README's main job runs on a 2-core AVX2 machine, each sized by its step time to about 10
-minutes; an entry may name another recipe with ``--config``. The relocation screens are today's
+minutes; an entry may name another recipe with ``--config``. The relocation screens are the
 default with KoLeo 0.1 and one relocation setting each (overrides name the earlier settings they return
 to). The command of every run is in ``SCREENS``. Writes a markdown table (last val evaluation and final
 test metrics), the figure docs/figures/<folder>.png (live fraction = prototypes that are some val

@@ -323,11 +323,9 @@ class OnlineGMM(nn.Module):
         if self.merge_eps:
             move |= self._merged()
         movers = move.nonzero().squeeze(1)
-        if len(movers) == 0:
-            pass
-        elif self.relocate == "split":
+        if len(movers) and self.relocate == "split":
             self._split(movers)
-        else:
+        elif len(movers):
             self._move_to_embeddings(movers, h)
         self.recent_mass.zero_()
 
@@ -388,15 +386,16 @@ class OnlineGMM(nn.Module):
         best, nearest = (x @ self.prototypes[staying].T).max(1)  # (B,)
         owners, distance = staying[nearest], 1.0 - best
         chosen = []
-        draws = torch.Generator(x.device).manual_seed(int(self.num_updates))
+        if self.relocate == "sampled":
+            draws = torch.Generator(x.device).manual_seed(int(self.num_updates))
         for _ in range(min(len(movers), len(x))):
             far = torch.where(distance > self.merge_eps, distance, 0.0)
             if not far.any():
                 break
-            if self.relocate == "embeddings":
-                i = int(far.argmax())
-            else:
+            if self.relocate == "sampled":
                 i = int(far.square().multinomial(1, generator=draws))
+            else:
+                i = int(far.argmax())
             chosen.append(i)
             torch.minimum(distance, 1.0 - x @ x[i], out=distance)
         if not chosen:
