@@ -134,6 +134,33 @@ SCREENS = {
             "ko5_sampled_s1": ("koleo_weight=0.5 gmm_relocate=sampled seed=1", "the same, seed 1"),
             "ko75": ("koleo_weight=0.75", "KoLeo 0.75, merged within 0.025"),
             "ko75_s1": ("koleo_weight=0.75 seed=1", "the same, seed 1"),
+            "busiest": (
+                "koleo_weight=0.5 gmm_relocate=busiest",
+                "KoLeo 0.5, onto the farthest embedding in the busiest region",
+            ),
+            "busiest_s1": ("koleo_weight=0.5 gmm_relocate=busiest seed=1", "the same, seed 1"),
+            "busiest_min2": (
+                "koleo_weight=0.5 gmm_relocate=busiest gmm_split_min_mass=2",
+                "the same, dead below 2 units",
+            ),
+            "busiest_min2_s1": (
+                "koleo_weight=0.5 gmm_relocate=busiest gmm_split_min_mass=2 seed=1",
+                "the same, seed 1",
+            ),
+            "sk3": (
+                "koleo_weight=0.5 sinkhorn_iterations=3",
+                "KoLeo 0.5, equipartitioned teacher targets (Sinkhorn, 3 iterations)",
+            ),
+            "sk3_s1": ("koleo_weight=0.5 sinkhorn_iterations=3 seed=1", "the same, seed 1"),
+            "fitmean": ("koleo_weight=0.5 gmm_fit=mean", "KoLeo 0.5, the GMM fits each image's mean view"),
+            "fitmean_w100": (
+                "koleo_weight=0.5 gmm_fit=mean gmm_split_every=100",
+                "the same, checked every 100 steps",
+            ),
+            "sk3_fitmean": (
+                "koleo_weight=0.5 sinkhorn_iterations=3 gmm_fit=mean",
+                "KoLeo 0.5, Sinkhorn targets, the GMM fits each image's mean view",
+            ),
         },
     ),
 }

@@ -20,7 +20,7 @@ from protozoo.distributed import all_reduce_sum_, broadcast_
 
 INITS = ("random", "first_batch", "kmeans++")
 COVARIANCES = ("diag", "shared")
-RELOCATIONS = ("split", "embeddings", "sampled")
+RELOCATIONS = ("split", "embeddings", "sampled", "busiest")
 _SPARSE_GAMMA = 1e-9  # responsibilities at or below this are left out of sparse statistics
 
 
@@ -57,7 +57,9 @@ class OnlineGMM(nn.Module):
         relocate: where a relocated component goes: "split" (half of one of the busiest components,
             ``_split``), "embeddings" (onto the batch's embedding that the other means cover worst,
             ``_move_to_embeddings``) or "sampled" (onto a batch embedding drawn with probability
-            proportional to its squared distance from the nearest mean, as k-means++ seeds).
+            proportional to its squared distance from the nearest mean, as k-means++ seeds) or "busiest"
+            (into the region of the prototype that got the most responsibility since the last check, onto
+            the batch embedding there farthest from it, as bisecting k-means splits its largest cluster).
         merge_eps: at each check, a component whose prototype lies within this cosine distance of a
             heavier one's counts as merged and is relocated too; 0 never merges.
 
@@ -369,10 +371,13 @@ class OnlineGMM(nn.Module):
 
         Over rank 0's batch x, with d_i the distance (1 − cos) of x_i from its nearest staying or already
         placed prototype, the next embedding chosen is the farthest one (farthest-point traversal,
-        Gonzalez 1985; ``relocate="embeddings"``) or one drawn with probability ∝ d_i² among those with
+        Gonzalez 1985; ``relocate="embeddings"``), one drawn with probability ∝ d_i² among those with
         d_i > ``merge_eps`` (k-means++ seeding, Arthur & Vassilvitskii 2007; ``relocate="sampled"``, from
-        a generator seeded by the update count, so every process draws the same), until no embedding
-        lies more than ``merge_eps`` away or every mover is placed (the rest wait for the next check).
+        a generator seeded by the update count, so every process draws the same), or, among those, the
+        farthest one in the busiest region (``relocate="busiest"``: x_i's region is its nearest staying
+        or placed prototype's, whose load is its responsibility since the last check, halved between the
+        two when a mover lands in it), until no embedding lies more than ``merge_eps`` away or every
+        mover is placed (the rest wait for the next check).
         A mover placed on x_i takes the variances of x_i's owner o (its nearest staying prototype) and
         shares o's mass: o and the m movers placed in its region hold A_o / (1 + m) each, so the
         mixture's total mass, o's mean and its variances are unchanged.
@@ -388,12 +393,19 @@ class OnlineGMM(nn.Module):
         chosen = []
         if self.relocate == "sampled":
             draws = torch.Generator(x.device).manual_seed(int(self.num_updates))
-        for _ in range(min(len(movers), len(x))):
+        if self.relocate == "busiest":
+            region, load = owners.clone(), self.recent_mass.index_fill(0, movers, 0.0)  # (B,), (K,)
+        for mover in movers[: len(x)].tolist():
             far = torch.where(distance > self.merge_eps, distance, 0.0)
             if not far.any():
                 break
             if self.relocate == "sampled":
                 i = int(far.square().multinomial(1, generator=draws))
+            elif self.relocate == "busiest":
+                busiest = torch.where(far > 0, load[region], -1.0).amax()
+                i = int(torch.where(load[region] == busiest, far, 0.0).argmax())
+                load[mover] = load[region[i]] = load[region[i]] / 2
+                region[1.0 - x @ x[i] < distance] = mover
             else:
                 i = int(far.argmax())
             chosen.append(i)

@@ -240,6 +240,23 @@ def test_a_merged_component_moves_and_none_moves_onto_covered_embeddings():
     torch.testing.assert_close(gmm.means[0], torch.tensor([1.0, 0.0, 0.0]))
 
 
+def test_a_busiest_move_lands_in_the_busiest_region_and_halves_its_load():
+    gmm = OnlineGMM(4, 3, split_every=1, relocate="busiest")
+    means = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    gmm.mass.copy_(torch.tensor([10.0, 20.0, 1.0, 1.0]))
+    gmm.s1.copy_(gmm.mass[:, None] * means)
+    gmm.s2.copy_(gmm.mass[:, None] * (means**2 + 0.01))
+    gmm._m_step()
+    gmm.recent_mass.copy_(torch.tensor([5.0, 9.0, 0.0, 0.0]))  # 2 and 3 are dead, 1 is the busiest
+    a = F.normalize(torch.tensor([1.0, -0.9, 0.0]), dim=0)  # 0's region, the farthest of all (d = 0.26)
+    b = F.normalize(torch.tensor([0.0, 1.0, -0.3]), dim=0)  # 1's region, d = 0.04
+    c = F.normalize(torch.tensor([-0.5, 1.0, 0.0]), dim=0)  # 1's region, d = 0.11
+    gmm._relocate(torch.stack([a, b, c]))
+    torch.testing.assert_close(gmm.means[2], c)  # the farthest embedding in the busiest region
+    torch.testing.assert_close(gmm.means[3], a)  # 1's load is halved (4.5 < 5): then 0's region
+    torch.testing.assert_close(gmm.mass, torch.tensor([5.0, 10.0, 10.0, 5.0]))  # each owner's mass shared
+
+
 def test_a_sampled_move_draws_embeddings_by_squared_distance_alike_on_every_process():
     near, far = F.normalize(torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.3, 1.0]]), dim=1)  # d = 0.29, 0.71
     h = torch.stack([torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0]), near, far])

@@ -72,6 +72,24 @@ def test_decoupled_prototypes_get_no_gradient_and_the_gmm_moves(tmp_path):
     assert all(not b.requires_grad for b in gmm.buffers())
 
 
+@pytest.mark.parametrize(("fit", "points"), [("views", 64), ("mean", 32)])
+def test_the_gmm_fits_each_global_view_or_each_image(tmp_path, fit, points):
+    overrides = ("method=carp_dec", "max_steps=1", f"gmm_fit={fit}", "gmm_split_every=100")
+    trainer = Trainer(tiny(tmp_path, *overrides, "mixed_precision=no"))
+    gmm = trainer.model.prototype_source
+    loader = torch.utils.data.DataLoader(trainer.train_set, batch_sampler=trainer._micro_batches(0, 0)[:1])
+    views, _ = next(iter(loader))
+    with torch.no_grad():
+        h = torch.nn.functional.normalize(trainer.teacher.project(views[:2]), dim=-1)  # (2B, D)
+    expected = h if fit == "views" else torch.nn.functional.normalize(h[:32] + h[32:], dim=-1)
+    fed = []
+    update = gmm.update
+    gmm.update = lambda h, beta: fed.append(h) or update(h, beta=beta)
+    trainer.train_step([views])
+    torch.testing.assert_close(fed[0], expected)  # batch 32, two global views
+    torch.testing.assert_close(gmm.recent_mass.sum(), torch.tensor(float(points)))  # one unit per point
+
+
 def test_dino_dec_targets_go_uniform_with_the_centre_and_not_with_the_gmm_posteriors(tmp_path):
     # DINO's centred, sharpened targets over prototypes that follow the embeddings flatten to uniform,
     # so the loss sits at log K; the GMM's own posteriors stay peaked, so the student can fit them.
