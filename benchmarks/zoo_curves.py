@@ -33,7 +33,8 @@ RUNS = {  # label: metrics file in docs/tables/screens
     "ResNet-18, batch 64, 3600 steps, crops (0.85, 1)": "zoo_v4_gs085.jsonl",
     "ResNet-18, the default's recipe and GMM (zoo v5, shipped)": "zoo_v5.jsonl",
     "ViT-Tiny, batch 256 (vit v1)": "zoo_vit.jsonl",
-    "ViT-Tiny, batch 64 (vit v2, shipped)": "zoo_vit_v2.jsonl",
+    "ViT-Tiny, batch 64 (vit v2, the paper's GMM)": "zoo_vit_v2.jsonl",
+    "ViT-Tiny, batch 64, the default's relocation (vit v3, shipped)": "zoo_vit_v3.jsonl",
 }
 
 

@@ -56,7 +56,7 @@ class OnlineGMM(nn.Module):
         split_min_mass: the responsibility since the last check below which a component counts as dead.
         relocate: where a relocated component goes: "split" (half of one of the busiest components,
             ``_split``), "embeddings" (onto the batch's embedding that the other means cover worst,
-            ``_move_to_embeddings``) or "sampled" (onto a batch embedding drawn with probability
+            ``_move_to_embeddings``), "sampled" (onto a batch embedding drawn with probability
             proportional to its squared distance from the nearest mean, as k-means++ seeds) or "busiest"
             (into the region of the prototype that got the most responsibility since the last check, onto
             the batch embedding there farthest from it, as bisecting k-means splits its largest cluster).

@@ -1,0 +1,103 @@
+"""Why a decoupled run leaves prototypes dead on the val split: sampling, and the views the GMM fits.
+
+python benchmarks/dead_on_val.py RUN [RUN ...]   # e.g. runs/default2000/carp_dec (a run folder)
+
+For each run, its teacher at the last checkpoint encodes the 5 000 val images, the 55 000 training
+images (the evaluation transform) and the two augmented global views of every other training image
+(the views the GMM is fitted to in training), and this prints
+
+- the prototypes dead on val (never the argmax of a val image), and the number that sampling alone
+  predicts from the training images' argmax shares p_k: Σ_k (1 − p_k)^5000;
+- the prototypes dead on all 55 000 training images;
+- the share of training images, of view 1 and of view 2 whose argmax is a val-dead prototype;
+- the val dead left after continuing the run's GMM (its relocation included) for 1300 updates of 128
+  fixed embeddings, drawn with a fixed seed from the clean training images or from the augmented views
+  (the encoder held still): what the GMM settles to on each kind of data.
+
+Writes benchmarks/results/dead_on_val.json. About 3 minutes per run on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import torch
+from common import RESULTS, table, write_json
+from safetensors.torch import load_file
+from torch import Tensor
+from torch.utils.data import DataLoader, Subset
+
+from protozoo.data import build_dataset
+from train.config import load_config
+from train.engine import Trainer
+
+UPDATES = 1300
+
+
+@torch.no_grad()
+def encode(model: torch.nn.Module, dataset: torch.utils.data.Dataset) -> list[Tensor]:
+    """The normalised embeddings of every view a dataset yields: one (N, D) tensor per view."""
+    parts: list[list[Tensor]] = []
+    for x, _ in DataLoader(dataset, batch_size=500):
+        views = x if isinstance(x, list) else [x]
+        parts.append([model(v).embeddings.float() for v in views[:2]])
+    return [torch.cat(column) for column in zip(*parts, strict=True)]
+
+
+def counts(h: Tensor, prototypes: Tensor) -> Tensor:
+    """(K,) how many rows of h have each prototype as their argmax."""
+    return torch.bincount((h @ prototypes.T).argmax(1), minlength=len(prototypes))
+
+
+def continued(gmm: torch.nn.Module, data: Tensor, val: Tensor) -> int:
+    """Val dead after UPDATES more online EM steps of the run's GMM on batches of fixed embeddings."""
+    gmm = copy.deepcopy(gmm)
+    draws = torch.Generator().manual_seed(0)
+    for _ in range(UPDATES):
+        gmm.update(data[torch.randint(len(data), (128,), generator=draws)])
+    return int((counts(val, gmm.prototypes) == 0).sum())
+
+
+def diagnose(run: Path) -> dict[str, float]:
+    trainer = Trainer(load_config(run / "config.yaml", [f"output_dir={run / 'dead_on_val'}"]))
+    last = sorted((run / "checkpoints").glob("step_*"))[-1]
+    trainer.teacher.load_state_dict(load_file(last / "teacher.safetensors"))
+    model = trainer.teacher.eval()
+    gmm, prototypes = model.prototype_source, model.prototypes.float()
+    (val,) = encode(model, trainer.val_set)
+    clean = build_dataset(trainer.cfg.dataset, "train", transform=trainer.eval_tf, root=trainer.cfg.data_root)
+    (train,) = encode(model, clean)
+    view1, view2 = encode(model, Subset(trainer.train_set, range(0, len(trainer.train_set), 2)))
+    dead = counts(val, prototypes) == 0
+    share = counts(train, prototypes).double() / len(train)
+    return {
+        "step": int(last.name.split("_")[1]),
+        "dead_val": int(dead.sum()),
+        "predicted_dead_val": float((1 - share).pow(len(val)).sum()),
+        "dead_train": int((share == 0).sum()),
+        "to_val_dead_train": float(share[dead].sum()),
+        "to_val_dead_view1": float(counts(view1, prototypes)[dead].sum() / len(view1)),
+        "to_val_dead_view2": float(counts(view2, prototypes)[dead].sum() / len(view2)),
+        "continued_on_train": continued(gmm, train, val),
+        "continued_on_views": continued(gmm, torch.cat([view1, view2]), val),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    args = parser.parse_args()
+    summary = {str(run): diagnose(run) for run in args.runs}
+    keys = list(next(iter(summary.values())))
+    rows = []
+    for run, result in summary.items():
+        rows.append([run, *(f"{v:.3f}" if isinstance(v, float) else str(v) for v in result.values())])
+    print(table(["run", *keys], rows))
+    write_json(RESULTS / "dead_on_val.json", summary)
+    print(f"wrote {RESULTS / 'dead_on_val.json'}")
+
+
+if __name__ == "__main__":
+    main()
