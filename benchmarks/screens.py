@@ -152,14 +152,19 @@ SCREENS = {
                 "KoLeo 0.5, equipartitioned teacher targets (Sinkhorn, 3 iterations)",
             ),
             "sk3_s1": ("koleo_weight=0.5 sinkhorn_iterations=3 seed=1", "the same, seed 1"),
+            "sk3_s2": ("koleo_weight=0.5 sinkhorn_iterations=3 seed=2", "the same, seed 2"),
             "fitmean": ("koleo_weight=0.5 gmm_fit=mean", "KoLeo 0.5, the GMM fits each image's mean view"),
-            "fitmean_w100": (
-                "koleo_weight=0.5 gmm_fit=mean gmm_split_every=100",
+            "fitmean_kpp": (
+                "koleo_weight=0.5 gmm_fit=mean gmm_init=kmeans++",
+                "the same, means seeded by k-means++ from 4096 embeddings",
+            ),
+            "fitmean_kpp_w100": (
+                "koleo_weight=0.5 gmm_fit=mean gmm_init=kmeans++ gmm_split_every=100",
                 "the same, checked every 100 steps",
             ),
-            "sk3_fitmean": (
-                "koleo_weight=0.5 sinkhorn_iterations=3 gmm_fit=mean",
-                "KoLeo 0.5, Sinkhorn targets, the GMM fits each image's mean view",
+            "fitmean_kpp_min05": (
+                "koleo_weight=0.5 gmm_fit=mean gmm_init=kmeans++ gmm_split_min_mass=0.5",
+                "the same, every 50 steps, dead below 0.5 unit",
             ),
         },
     ),
