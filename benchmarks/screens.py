@@ -166,6 +166,15 @@ SCREENS = {
                 "koleo_weight=0.5 gmm_fit=mean gmm_init=kmeans++ gmm_split_min_mass=0.5",
                 "the same, every 50 steps, dead below 0.5 unit",
             ),
+            "fitmean_w25": (
+                "koleo_weight=0.5 gmm_fit=mean gmm_split_every=25 gmm_split_min_mass=0.25",
+                "KoLeo 0.5, the GMM fits each image's mean view, every 25 steps, dead below 0.25 unit",
+            ),
+            "sk3_fitmean_w25": (
+                "koleo_weight=0.5 gmm_fit=mean gmm_split_every=25 gmm_split_min_mass=0.25 "
+                "sinkhorn_iterations=3",
+                "the same with Sinkhorn targets",
+            ),
         },
     ),
 }
