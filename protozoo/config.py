@@ -38,7 +38,7 @@ class ProtoConfig:
     gmm_split_every: int = 0  # every this many updates, dead GMM components take half of busy ones; 0: never
     gmm_split_min_mass: float = 1.0  # a component with less responsibility since the last check is dead
     gmm_covariance: str = "diag"  # "diag" per component, or "shared": one isotropic variance for all
-    gmm_relocate: str = "split"  # relocated components: "split" a busy one, "embeddings" or "sampled"
+    gmm_relocate: str = "split"  # where moved components go: split | embeddings | sampled | busiest
     gmm_merge_eps: float = 0.0  # a prototype this close (1 - cos) to a heavier one moves; 0: never
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm kwargs, e.g. drop_path_rate
 

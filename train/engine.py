@@ -309,10 +309,8 @@ class Trainer:
                     source = self.model.prototype_source
                     if isinstance(source, OnlineGMM):  # the prototype step
                         h_t = F.normalize(z_t.float(), dim=-1)
-                        if cfg.gmm_fit == "mean":  # one point per image: its views' mean direction
-                            source.update(F.normalize(sum(h_t.chunk(2)), dim=-1), beta=beta)
-                        else:
-                            source.update(h_t, beta=beta)
+                        mean = cfg.gmm_fit == "mean"  # one point per image: its views' mean direction
+                        source.update(F.normalize(sum(h_t.chunk(2)), dim=-1) if mean else h_t, beta=beta)
                     if cfg.centering == "posterior" and isinstance(source, OnlineGMM):  # targets: γ(h_t)
                         t_scores, teacher_temp = source.log_prob(h_t).chunk(2), 1.0
                     else:
