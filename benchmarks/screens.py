@@ -175,6 +175,32 @@ SCREENS = {
                 "sinkhorn_iterations=3",
                 "the same with Sinkhorn targets",
             ),
+            "clean": (
+                "koleo_weight=0.5 gmm_fit=clean",
+                "KoLeo 0.5, the GMM fits each image as evaluation sees it",
+            ),
+            "clean_sk3": (
+                "koleo_weight=0.5 gmm_fit=clean sinkhorn_iterations=3",
+                "the same with Sinkhorn targets",
+            ),
+            "split50": (
+                "koleo_weight=0.5 gmm_relocate=split",
+                "KoLeo 0.5, split a busy one (merged within 0.025)",
+            ),
+            "split100": (
+                "koleo_weight=0.5 gmm_relocate=split gmm_split_every=100 gmm_split_min_mass=2",
+                "the same, every 100 steps, dead below 2 units",
+            ),
+            "shared": (
+                "koleo_weight=0.5 gmm_covariance=shared",
+                "KoLeo 0.5, one shared isotropic variance (the default)",
+            ),
+            "shared_s1": ("koleo_weight=0.5 gmm_covariance=shared seed=1", "the same, seed 1"),
+            "shared_s2": ("koleo_weight=0.5 gmm_covariance=shared seed=2", "the same, seed 2"),
+            "shared_sk3": (
+                "koleo_weight=0.5 gmm_covariance=shared sinkhorn_iterations=3",
+                "the same, seed 0, with Sinkhorn targets",
+            ),
         },
     ),
 }

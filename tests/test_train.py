@@ -72,7 +72,7 @@ def test_decoupled_prototypes_get_no_gradient_and_the_gmm_moves(tmp_path):
     assert all(not b.requires_grad for b in gmm.buffers())
 
 
-@pytest.mark.parametrize(("fit", "points"), [("views", 64), ("mean", 32)])
+@pytest.mark.parametrize(("fit", "points"), [("views", 64), ("mean", 32), ("clean", 32)])
 def test_the_gmm_fits_each_global_view_or_each_image(tmp_path, fit, points):
     overrides = ("method=carp_dec", "max_steps=1", f"gmm_fit={fit}", "gmm_split_every=100")
     trainer = Trainer(tiny(tmp_path, *overrides))
@@ -81,13 +81,20 @@ def test_the_gmm_fits_each_global_view_or_each_image(tmp_path, fit, points):
     views, _ = next(iter(loader))
     with torch.no_grad(), trainer.accelerator.autocast():  # as the step computes them
         h = torch.nn.functional.normalize(trainer.teacher.project(views[:2]).float(), dim=-1)  # (2B, D)
-    expected = h if fit == "views" else torch.nn.functional.normalize(h[:32] + h[32:], dim=-1)
-    fed = []
+        clean = views[2:] or views[:1]  # the clean view when there is one
+        h_clean = torch.nn.functional.normalize(trainer.teacher.project(clean).float(), dim=-1)
+    expected = {"views": h, "mean": torch.nn.functional.normalize(h[:32] + h[32:], dim=-1), "clean": h_clean}
+    fed, seen = [], []
     update = gmm.update
     gmm.update = lambda h, beta: fed.append(h) or update(h, beta=beta)
+    trainer.student.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
     trainer.train_step([views])
-    torch.testing.assert_close(fed[0], expected)  # batch 32, two global views
+    torch.testing.assert_close(fed[0], expected[fit])  # batch 32, two global views
     torch.testing.assert_close(gmm.recent_mass.sum(), torch.tensor(float(points)))  # one unit per point
+    assert seen == [2]  # the student trains on the two global views alone
+    if fit == "clean":  # the third view is each image as evaluation sees it (the k-NN bank's transform)
+        first = trainer._micro_batches(0, 0)[0][0]
+        torch.testing.assert_close(views[2][0], trainer.bank_set.dataset[first][0])
 
 
 def test_dino_dec_targets_go_uniform_with_the_centre_and_not_with_the_gmm_posteriors(tmp_path):

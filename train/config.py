@@ -93,7 +93,9 @@ class TrainConfig:
     gmm_covariance: str = "diag"  # diag | shared (one isotropic variance, so ownership is by distance)
     gmm_relocate: str = "split"  # split | embeddings | sampled | busiest (method.md §3)
     gmm_merge_eps: float = 0.0  # a prototype this close (1 - cos) to a heavier one moves; 0: never
-    gmm_fit: str = "views"  # views (each global view, the paper's) | mean (each image's mean over its views)
+    # what the GMM fits: views (each global view, the paper's) | mean (each image's mean over its views) |
+    # clean (each image as evaluation sees it: one more teacher forward of B images per step)
+    gmm_fit: str = "views"
     # ---- evaluation, logging, checkpoints ----
     eval_every: int = 200  # steps between k-NN + collapse evaluations (also at each epoch end)
     eval_bank_size: int = 10000  # training images in the k-NN memory bank during training
@@ -126,8 +128,8 @@ class TrainConfig:
             )
         if self.koleo_space not in ("features", "embeddings"):
             raise ValueError(f"koleo_space must be features or embeddings, got {self.koleo_space!r}")
-        if self.gmm_fit not in ("views", "mean"):
-            raise ValueError(f"gmm_fit must be views or mean, got {self.gmm_fit!r}")
+        if self.gmm_fit not in ("views", "mean", "clean"):
+            raise ValueError(f"gmm_fit must be views, mean or clean, got {self.gmm_fit!r}")
         if self.centering not in ("ema", "sinkhorn", "posterior"):
             raise ValueError(f"centering must be ema, sinkhorn or posterior, got {self.centering!r}")
         if self.centering == "posterior" and self.method != "dino_dec":

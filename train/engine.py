@@ -45,6 +45,16 @@ CARD_RESULTS = ("knn_top1", "linear_top1", "unique", "perplexity", "dead", "live
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+class WithCleanView:
+    """Appends the image as evaluation sees it (``eval_tf``) to the augmented views (``gmm_fit=clean``)."""
+
+    def __init__(self, views_tf: Any, eval_tf: Any) -> None:
+        self.views_tf, self.eval_tf = views_tf, eval_tf
+
+    def __call__(self, image: Any) -> list[Tensor]:
+        return [*self.views_tf(image), self.eval_tf(image)]
+
+
 class SeededViews(Dataset):
     """Draws each sample's augmentations from a seed of (seed, epoch, index).
 
@@ -201,6 +211,8 @@ class Trainer:
             solarize_prob=cfg.solarize_prob,
         )
         eval_tf = eval_transform(cfg.img_size, mean, std, cfg.in_chans, cfg.crop_pct)
+        if cfg.gmm_fit == "clean":
+            train_tf = WithCleanView(train_tf, eval_tf)
         root, lt = cfg.data_root, cfg.long_tail
         train = build_dataset(
             cfg.dataset, "train", transform=train_tf, root=root, long_tail=lt, seed=cfg.seed
@@ -302,6 +314,7 @@ class Trainer:
             views = [v.to(acc.device, non_blocking=True) for v in views]
             if cfg.channels_last:
                 views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+            clean = views.pop() if cfg.gmm_fit == "clean" else None  # for the GMM only
             last = a == len(micro_batches) - 1
             with acc.no_sync(self.student) if not last else nullcontext(), acc.autocast():
                 with torch.no_grad():
@@ -309,8 +322,13 @@ class Trainer:
                     source = self.model.prototype_source
                     if isinstance(source, OnlineGMM):  # the prototype step
                         h_t = F.normalize(z_t.float(), dim=-1)
-                        mean = cfg.gmm_fit == "mean"  # one point per image: its views' mean direction
-                        source.update(F.normalize(sum(h_t.chunk(2)), dim=-1) if mean else h_t, beta=beta)
+                        if cfg.gmm_fit == "mean":  # one point per image: its views' mean direction
+                            h_fit = F.normalize(sum(h_t.chunk(2)), dim=-1)
+                        elif clean is not None:  # one point per image: the image itself
+                            h_fit = F.normalize(self.teacher.project([clean]).float(), dim=-1)
+                        else:
+                            h_fit = h_t
+                        source.update(h_fit, beta=beta)
                     if cfg.centering == "posterior" and isinstance(source, OnlineGMM):  # targets: γ(h_t)
                         t_scores, teacher_temp = source.log_prob(h_t).chunk(2), 1.0
                     else:
