@@ -24,10 +24,11 @@ PAIRS = [
     ("carp_dec", "carp_kp"),
     ("carp_kp", "carp"),
     ("dino_dec", "dino"),
+    ("carp_dec_diag", "carp"),
     ("carp_dec", "carp_dec_diag"),  # the default's shared GMM variance against diagonal ones (results.md §1)
-    ("carp_dec", "carp_dec_split10"),  # the default's GMM relocation against the earlier one (results.md §1)
+    ("carp_dec_diag", "carp_dec_split10"),  # the GMM relocation against the earlier one (results.md §1)
     ("dino_dec", "dino_dec_split10"),  # ... for DINO + decoupling (results.md §2)
-    ("carp_dec", "carp_dec_koleo01"),  # ... and with KoLeo 0.1 on the embeddings (results.md §1)
+    ("carp_dec_diag", "carp_dec_koleo01"),  # ... and with KoLeo 0.1 on the embeddings (results.md §1)
     ("carp_dec_koleo01", "carp_koleo01"),  # the two methods with KoLeo 0.1
     ("carp", "carp_koleo01"),  # joint CARP: KoLeo 0.5 against 0.1
 ]

@@ -122,7 +122,7 @@ SCREENS = {
             "w50emb_m1": ("gmm_merge_eps=0.1", "the same, merged within 0.1"),
             "ko5": (
                 "koleo_weight=0.5",
-                "every 50 steps, merged within 0.025, KoLeo 0.5 on the embeddings (default)",
+                "every 50 steps, merged within 0.025, KoLeo 0.5 on the embeddings (diagonal variances)",
             ),
             "ko5_m1": ("koleo_weight=0.5 gmm_merge_eps=0.1", "KoLeo 0.5, merged within 0.1"),
             "ko5_m05": ("koleo_weight=0.5 gmm_merge_eps=0.05", "KoLeo 0.5, merged within 0.05"),
@@ -258,14 +258,16 @@ def main() -> None:
         "unique@0.025/0.1 live",
     ]
     print(table(header, rows))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
-    for name, (evals, _) in runs.items():
+    legend_rows = -(-len(runs) // 2)  # two columns under the panels
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8 + 0.2 * legend_rows), layout="constrained")
+    for i, (name, (evals, _)) in enumerate(runs.items()):
         steps = [r["step"] for r in evals]
         live = [(r.get("live") or round((1 - r["dead"]) * 1024)) / 1024 for r in evals]
-        axes[0].plot(steps, live, marker="o", label=runs_of[name][1])
-        axes[1].plot(steps, [r["knn_top1"] for r in evals], marker="o")
+        style = {"color": plt.cm.tab20(i % 20), "linestyle": ("-", "--")[i // 20 % 2], "marker": "o"}
+        axes[0].plot(steps, live, label=runs_of[name][1], **style)
+        axes[1].plot(steps, [r["knn_top1"] for r in evals], **style)
         among = [(r.get("unique_live") or r["unique"])["0.025"] for r in evals]
-        axes[2].plot(steps, among, marker="o")
+        axes[2].plot(steps, among, **style)
     titles = ("live prototypes / K (val argmax)", "val k-NN", "unique@0.025 among the live")
     for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title)
