@@ -24,7 +24,7 @@ PAIRS = [
     ("carp_dec", "carp_kp"),
     ("carp_kp", "carp"),
     ("dino_dec", "dino"),
-    ("carp_dec_diag", "carp"),
+    ("carp_dec_diag", "carp"),  # the diagonal-variance default against joint CARP (results.md §3)
     ("carp_dec", "carp_dec_diag"),  # the default's shared GMM variance against diagonal ones (results.md §1)
     ("carp_dec_diag", "carp_dec_split10"),  # the GMM relocation against the earlier one (results.md §1)
     ("dino_dec", "dino_dec_split10"),  # ... for DINO + decoupling (results.md §2)
