@@ -29,7 +29,6 @@ from safetensors.torch import load_file
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
-from protozoo.data import build_dataset
 from train.config import load_config
 from train.engine import Trainer
 
@@ -67,8 +66,7 @@ def diagnose(run: Path) -> dict[str, float]:
     model = trainer.teacher.eval()
     gmm, prototypes = model.prototype_source, model.prototypes.float()
     (val,) = encode(model, trainer.val_set)
-    clean = build_dataset(trainer.cfg.dataset, "train", transform=trainer.eval_tf, root=trainer.cfg.data_root)
-    (train,) = encode(model, clean)
+    (train,) = encode(model, trainer.bank_set.dataset)  # every training image, the evaluation transform
     view1, view2 = encode(model, Subset(trainer.train_set, range(0, len(trainer.train_set), 2)))
     dead = counts(val, prototypes) == 0
     share = counts(train, prototypes).double() / len(train)

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 class WithCleanView:
     """Appends the image as evaluation sees it (``eval_tf``) to the augmented views (``gmm_fit=clean``)."""
 
-    def __init__(self, views_tf: Any, eval_tf: Any) -> None:
+    def __init__(self, views_tf: Callable[[Any], list[Tensor]], eval_tf: Callable[[Any], Tensor]) -> None:
         self.views_tf, self.eval_tf = views_tf, eval_tf
 
     def __call__(self, image: Any) -> list[Tensor]:
