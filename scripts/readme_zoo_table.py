@@ -42,6 +42,16 @@ def _live(results: dict, num_prototypes: int) -> str:
     return "—"
 
 
+def _architecture(config: dict) -> str:
+    """timm's architecture name, with the patch size and image size that ``model_args`` override."""
+    args = config.get("model_args") or {}
+    if "patch_size" not in args:
+        return f"`{config['architecture']}`"
+    size = args.get("img_size", "?")
+    size = size[0] if isinstance(size, list | tuple) else size
+    return f"`{config['architecture']}` ({args['patch_size']} px patches at {size} px)"
+
+
 def _percent(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}%"
 
@@ -62,7 +72,7 @@ def zoo_table() -> str:
         size = sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 2**20
         cells = [
             f"`{entry.name}`",
-            f"`{config['architecture']}`, `{block['config']['method']}`, K = {k}",
+            f"{_architecture(config)}, `{block['config']['method']}`, K = {k}",
             f"{params:.1f} M",
             _percent(results.get("knn_top1")),
             _percent(results.get("linear_top1")),

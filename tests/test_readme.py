@@ -35,6 +35,7 @@ def test_the_zoo_table_is_the_generated_one(tmp_path: Path) -> None:
     assert zoo_table.with_table(README) == README, "run python scripts/readme_zoo_table.py"
     table = zoo_table.zoo_table()
     assert table.count("\n| `") == len(registry.ZOO) and "protozoo/dp-resnet18-fmnist" in table
+    assert "`vit_tiny_patch16_224` (7 px patches at 28 px)" in table  # timm's name and its model_args
     stale = tmp_path / "README.md"
     stale.write_text(README.replace(table.splitlines()[2], "| made up |"))
     assert zoo_table.main(["--readme", str(stale), "--check"]) == 1
