@@ -40,6 +40,7 @@ class ProtoConfig:
     gmm_covariance: str = "diag"  # "diag" per component, or "shared": one isotropic variance for all
     gmm_relocate: str = "split"  # where moved components go: split | embeddings | sampled | busiest
     gmm_merge_eps: float = 0.0  # a prototype this close (1 - cos) to a heavier one moves; 0: never
+    gmm_relocate_order: str = "index"  # movers placed first when a check cannot place all: index | lightest
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm kwargs, e.g. drop_path_rate
 
     def __post_init__(self) -> None:

@@ -120,6 +120,7 @@ class ProtoModel(nn.Module):
                 covariance=config.gmm_covariance,
                 relocate=config.gmm_relocate,
                 merge_eps=config.gmm_merge_eps,
+                relocate_order=config.gmm_relocate_order,
             )
         else:
             self.prototype_source = LearnablePrototypes(config.num_prototypes, config.embed_dim)

@@ -21,6 +21,7 @@ from protozoo.distributed import all_reduce_sum_, broadcast_
 INITS = ("random", "first_batch", "kmeans++")
 COVARIANCES = ("diag", "shared")
 RELOCATIONS = ("split", "embeddings", "sampled", "busiest")
+RELOCATE_ORDERS = ("index", "lightest")
 _SPARSE_GAMMA = 1e-9  # responsibilities at or below this are left out of sparse statistics
 
 
@@ -62,6 +63,11 @@ class OnlineGMM(nn.Module):
             the batch embedding there farthest from it, as bisecting k-means splits its largest cluster).
         merge_eps: at each check, a component whose prototype lies within this cosine distance of a
             heavier one's counts as merged and is relocated too; 0 never merges.
+        relocate_order: which movers a check places first when there are more than it can place (one
+            per batch embedding): "index" (the lowest-numbered, so while more are dead than that the
+            same ones move at every check and the rest wait) or "lightest" (the least mass first: a
+            component that waited keeps its small mass, one that moved and failed holds its share of
+            its owner's, so every mover gets its turn).
 
     Example:
         >>> gmm = OnlineGMM(num_prototypes=64, dim=16)
@@ -97,6 +103,7 @@ class OnlineGMM(nn.Module):
         covariance: str = "diag",
         relocate: str = "split",
         merge_eps: float = 0.0,
+        relocate_order: str = "index",
     ) -> None:
         super().__init__()
         if num_prototypes < 1 or dim < 1:
@@ -110,6 +117,11 @@ class OnlineGMM(nn.Module):
         if relocate not in RELOCATIONS:
             raise ValueError(
                 f"Unknown relocate {relocate!r}; valid choices are {', '.join(map(repr, RELOCATIONS))}"
+            )
+        if relocate_order not in RELOCATE_ORDERS:
+            raise ValueError(
+                f"Unknown relocate_order {relocate_order!r}; valid choices are "
+                f"{', '.join(map(repr, RELOCATE_ORDERS))}"
             )
         if not 0.0 <= merge_eps < 2.0:
             raise ValueError(f"merge_eps is a cosine distance in [0, 2), got {merge_eps}; 0 never merges")
@@ -127,6 +139,7 @@ class OnlineGMM(nn.Module):
         self.init_noise, self.chunk_size = init_noise, chunk_size
         self.split_every, self.split_min_mass = split_every, split_min_mass
         self.covariance, self.relocate, self.merge_eps = covariance, relocate, merge_eps
+        self.relocate_order = relocate_order
         mu = F.normalize(torch.randn(num_prototypes, dim), dim=1)
         var = torch.full((num_prototypes, dim), 1.0 / dim)
         # One pseudo-count of mass per component, so the statistics describe the initial guess.
@@ -325,6 +338,8 @@ class OnlineGMM(nn.Module):
         if self.merge_eps:
             move |= self._merged()
         movers = move.nonzero().squeeze(1)
+        if self.relocate_order == "lightest":
+            movers = movers[self.mass[movers].argsort(stable=True)]
         if len(movers) and self.relocate == "split":
             self._split(movers)
         elif len(movers):
@@ -446,7 +461,7 @@ class OnlineGMM(nn.Module):
         return (
             f"num_prototypes={self.num_prototypes}, dim={self.dim}, eta={self.eta}, init={self.init!r}, "
             f"split_every={self.split_every}, split_min_mass={self.split_min_mass}, "
-            f"relocate={self.relocate!r}, merge_eps={self.merge_eps}"
+            f"relocate={self.relocate!r}, merge_eps={self.merge_eps}, relocate_order={self.relocate_order!r}"
         )
 
 

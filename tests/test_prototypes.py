@@ -240,6 +240,23 @@ def test_a_merged_component_moves_and_none_moves_onto_covered_embeddings():
     torch.testing.assert_close(gmm.means[0], torch.tensor([1.0, 0.0, 0.0]))
 
 
+@pytest.mark.parametrize("order, placed", [("index", 2), ("lightest", 3)])
+def test_a_check_with_more_movers_than_embeddings_places_them_in_the_given_order(order, placed):
+    gmm = OnlineGMM(4, 3, split_every=1, relocate="embeddings", relocate_order=order)
+    means = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.7, 0.7, 0.0], [0.7, -0.7, 0.0]])
+    gmm.mass.copy_(torch.tensor([10.0, 20.0, 5.0, 1.0]))  # 2 moved before and failed, 3 has waited
+    gmm.s1.copy_(gmm.mass[:, None] * F.normalize(means, dim=1))
+    gmm.s2.copy_(gmm.s1**2 / gmm.mass[:, None] + gmm.mass[:, None] * 0.01)
+    gmm._m_step()
+    gmm.recent_mass.copy_(torch.tensor([5.0, 9.0, 0.0, 0.0]))  # 2 and 3 dead, one embedding to place
+    far = torch.tensor([[0.0, 0.0, 1.0]])
+    waiting = 3 if placed == 2 else 2
+    before = gmm.means[waiting].clone()
+    gmm._relocate(far)
+    torch.testing.assert_close(gmm.means[placed], far[0])
+    torch.testing.assert_close(gmm.means[waiting], before)  # the other waits for the next check
+
+
 def test_a_busiest_move_lands_in_the_busiest_region_and_halves_its_load():
     gmm = OnlineGMM(4, 3, split_every=1, relocate="busiest")
     means = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
@@ -321,6 +338,7 @@ def test_bad_embeddings_raise(h, match):
         ({"covariance": "full"}, "Unknown covariance 'full'; valid choices are 'diag', 'shared'"),
         ({"relocate": "away"}, "Unknown relocate 'away'; valid choices are 'split', 'embeddings'"),
         ({"merge_eps": -0.1}, "merge_eps is a cosine distance in \\[0, 2\\)"),
+        ({"relocate_order": "heaviest"}, "Unknown relocate_order 'heaviest'; valid choices are 'index'"),
     ],
 )
 def test_bad_settings_raise(kwargs, match):
