@@ -35,7 +35,8 @@ RUNS = {  # label: metrics file in docs/tables/screens
     "ResNet-18, the default's recipe and GMM, one shared variance (zoo v6, shipped)": "zoo_v6.jsonl",
     "ViT-Tiny, batch 256 (vit v1)": "zoo_vit.jsonl",
     "ViT-Tiny, batch 64 (vit v2, the paper's GMM)": "zoo_vit_v2.jsonl",
-    "ViT-Tiny, batch 64, the default's relocation (vit v3, shipped)": "zoo_vit_v3.jsonl",
+    "ViT-Tiny, batch 64, the default's relocation (vit v3)": "zoo_vit_v3.jsonl",
+    "ViT-Tiny, batch 64, + one shared variance, KoLeo 0.5 (vit v4, shipped)": "zoo_vit_v4.jsonl",
 }
 
 
