@@ -64,10 +64,10 @@ class OnlineGMM(nn.Module):
         merge_eps: at each check, a component whose prototype lies within this cosine distance of a
             heavier one's counts as merged and is relocated too; 0 never merges.
         relocate_order: which movers a check places first when there are more than it can place (one
-            per batch embedding): "index" (the lowest-numbered, so while more are dead than that the
-            same ones move at every check and the rest wait) or "lightest" (the least mass first: a
-            component that waited keeps its small mass, one that moved and failed holds its share of
-            its owner's, so every mover gets its turn).
+            per batch embedding, or per busy donor with "split"): "index" (the lowest-numbered, so while
+            more are dead than that the same ones move at every check and the rest wait) or "lightest"
+            (the least mass first: a component that waited keeps its small mass, one that moved and
+            failed holds its share of its owner's, so every mover gets its turn).
 
     Example:
         >>> gmm = OnlineGMM(num_prototypes=64, dim=16)
