@@ -201,6 +201,14 @@ SCREENS = {
                 "koleo_weight=0.5 gmm_covariance=shared sinkhorn_iterations=3",
                 "the same, seed 0, with Sinkhorn targets",
             ),
+            "shared_lightest": (
+                "koleo_weight=0.5 gmm_covariance=shared gmm_relocate_order=lightest",
+                "the same, seed 0, the lightest movers first",
+            ),
+            "shared_lightest_s1": (
+                "koleo_weight=0.5 gmm_covariance=shared gmm_relocate_order=lightest seed=1",
+                "the same, seed 1",
+            ),
         },
     ),
 }
