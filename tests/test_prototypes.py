@@ -240,8 +240,8 @@ def test_a_merged_component_moves_and_none_moves_onto_covered_embeddings():
     torch.testing.assert_close(gmm.means[0], torch.tensor([1.0, 0.0, 0.0]))
 
 
-@pytest.mark.parametrize("order, placed", [("index", 2), ("lightest", 3)])
-def test_a_check_with_more_movers_than_embeddings_places_them_in_the_given_order(order, placed):
+@pytest.mark.parametrize("order, placed, waiting", [("index", 2, 3), ("lightest", 3, 2)])
+def test_a_check_with_more_movers_than_embeddings_places_them_in_the_given_order(order, placed, waiting):
     gmm = OnlineGMM(4, 3, split_every=1, relocate="embeddings", relocate_order=order)
     means = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.7, 0.7, 0.0], [0.7, -0.7, 0.0]])
     gmm.mass.copy_(torch.tensor([10.0, 20.0, 5.0, 1.0]))  # 2 moved before and failed, 3 has waited
@@ -250,7 +250,6 @@ def test_a_check_with_more_movers_than_embeddings_places_them_in_the_given_order
     gmm._m_step()
     gmm.recent_mass.copy_(torch.tensor([5.0, 9.0, 0.0, 0.0]))  # 2 and 3 dead, one embedding to place
     far = torch.tensor([[0.0, 0.0, 1.0]])
-    waiting = 3 if placed == 2 else 2
     before = gmm.means[waiting].clone()
     gmm._relocate(far)
     torch.testing.assert_close(gmm.means[placed], far[0])
