@@ -209,6 +209,14 @@ SCREENS = {
                 "koleo_weight=0.5 gmm_covariance=shared gmm_relocate_order=lightest seed=1",
                 "the same, seed 1",
             ),
+            "shared_merge10": (
+                "koleo_weight=0.5 gmm_covariance=shared gmm_merge_eps=0.1",
+                "the default, seed 0, merged within 0.1",
+            ),
+            "shared_merge10_lightest": (
+                "koleo_weight=0.5 gmm_covariance=shared gmm_merge_eps=0.1 gmm_relocate_order=lightest",
+                "the same, the lightest movers first",
+            ),
         },
     ),
 }
