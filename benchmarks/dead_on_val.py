@@ -14,7 +14,7 @@ images (the evaluation transform) and the two augmented global views of every ot
   fixed embeddings, drawn with a fixed seed from the clean training images or from the augmented views
   (the encoder held still): what the GMM settles to on each kind of data.
 
-Writes benchmarks/results/dead_on_val.json. About 3 minutes per run on 2 cores.
+Writes benchmarks/results/dead_on_val.json (or --out). About 3 minutes per run on 2 cores.
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ def diagnose(run: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=RESULTS / "dead_on_val.json")
     args = parser.parse_args()
     summary = {str(run): diagnose(run) for run in args.runs}
     keys = list(next(iter(summary.values())))
@@ -93,8 +94,8 @@ def main() -> None:
     for run, result in summary.items():
         rows.append([run, *(f"{v:.3f}" if isinstance(v, float) else str(v) for v in result.values())])
     print(table(["run", *keys], rows))
-    write_json(RESULTS / "dead_on_val.json", summary)
-    print(f"wrote {RESULTS / 'dead_on_val.json'}")
+    write_json(args.out, summary)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
