@@ -1,6 +1,6 @@
 """Why a decoupled run leaves prototypes dead on the val split: sampling, and the views the GMM fits.
 
-python benchmarks/dead_on_val.py RUN [RUN ...]   # e.g. runs/default2000/carp_dec (a run folder)
+python benchmarks/dead_on_val.py RUN [RUN ...] [--out JSON]   # e.g. runs/default2000/carp_dec (a run folder)
 
 For each run, its teacher at the last checkpoint encodes the 5 000 val images, the 55 000 training
 images (the evaluation transform) and the two augmented global views of every other training image
