@@ -4,7 +4,7 @@ python benchmarks/screens.py                  # the GMM screens at 360 steps (ta
 python benchmarks/screens.py --screen 600     # the GMM screens at 600 steps (tables/gmm_live)
 python benchmarks/screens.py --screen budget  # the 10-minute recipe screens (tables/budget)
 python benchmarks/screens.py --screen relocation  # the default's GMM relocation (tables/relocation)
-python benchmarks/screens.py --screen views   # the default with lighter views (tables/views)
+python benchmarks/screens.py --screen changes  # the default with one change each (tables/changes)
 
 The GMM screens are the 360-step ResNet-18 recipe (train/configs/resnet18-360.yaml, the default when
 they ran) with one GMM or DINO setting; joint CARP is the same recipe with ``method=carp``. The budget
@@ -12,8 +12,9 @@ screens are the default recipe (train/configs/default.yaml) with one change each
 kernels as README's main job runs on a 2-core AVX2 machine, each sized by its step time to about 10
 minutes; an entry may name another recipe with ``--config``. The relocation screens are the
 default with KoLeo 0.1 and one relocation setting each (overrides name the earlier settings they return
-to). The views screens are the default (shared variance, KoLeo 0.5) with DINO's blur or
-solarisation of the global views lightened, and the default itself run the same way. The command of
+to). The changes screens are the default itself (shared variance, KoLeo 0.5) and the default with
+one change each (DINO's blur or solarisation of the global views lightened, the GMM's step size), in
+fp32 with this CPU's own kernels. The command of
 every run is in ``SCREENS``. Writes a markdown table (last val evaluation and final test metrics),
 the figure docs/figures/<folder>.png (live fraction = prototypes that are some val image's argmax, val
 k-NN and unique@0.025 among the live over steps) and benchmarks/results/<folder>.json. A run whose last
@@ -221,21 +222,25 @@ SCREENS = {
             ),
         },
     ),
-    "views": (
-        "views",
+    "changes": (
+        "changes",
         "python -m train --config default mixed_precision=no final_eval=false save_every=100000 "
         "output_dir=runs/budget/<run>",
         {
             "default_views": ("", "the default (DINO's views), seed 0"),
+            "default_views_s1": ("seed=1", "the same, seed 1"),
             "default_lightviews": (
                 "blur_prob=[0.1,0.1,0.5] solarize_prob=0.0",
                 "the default, global view 1 blurred one time in ten (DINO: always) and no solarisation",
             ),
+            "default_lightviews_s1": ("blur_prob=[0.1,0.1,0.5] solarize_prob=0.0 seed=1", "the same, seed 1"),
             "default_lightblur": (
                 "blur_prob=[0.1,0.1,0.5]",
                 "the default, global view 1 blurred one time in ten",
             ),
             "default_nosolarize": ("solarize_prob=0.0", "the default, no solarisation"),
+            "default_nosolarize_s1": ("solarize_prob=0.0 seed=1", "the same, seed 1"),
+            "default_eta3e3": ("gmm_eta=3e-3", "the default, the GMM's step size 3e-3 (1e-3)"),
         },
     ),
 }
