@@ -9,6 +9,8 @@ images (the evaluation transform) and the two augmented global views of every ot
 - the prototypes dead on val (never the argmax of a val image), and the number that sampling alone
   predicts from the training images' argmax shares p_k: Σ_k (1 − p_k)^5000;
 - the prototypes dead on all 55 000 training images;
+- how many of the val-dead have a GMM mean of norm above 0.9: a component still on the one embedding
+  a relocation placed it on (benchmarks/stuck_means.py);
 - the share of training images, of view 1 and of view 2 whose argmax is a val-dead prototype;
 - the val dead left after continuing the run's GMM (its relocation included) for 1300 updates of 128
   fixed embeddings, drawn with a fixed seed from the clean training images or from the augmented views
@@ -75,6 +77,7 @@ def diagnose(run: Path) -> dict[str, float]:
         "dead_val": int(dead.sum()),
         "predicted_dead_val": float((1 - share).pow(len(val)).sum()),
         "dead_train": int((share == 0).sum()),
+        "dead_val_stuck": int((dead & (gmm.means.norm(dim=1) > 0.9)).sum()),
         "to_val_dead_train": float(share[dead].sum()),
         "to_val_dead_view1": float(counts(view1, prototypes)[dead].sum() / len(view1)),
         "to_val_dead_view2": float(counts(view2, prototypes)[dead].sum() / len(view2)),

@@ -13,12 +13,13 @@ kernels as README's main job runs on a 2-core AVX2 machine, each sized by its st
 minutes; an entry may name another recipe with ``--config``. The relocation screens are the
 default with KoLeo 0.1 and one relocation setting each (overrides name the earlier settings they return
 to). The changes screens are the default itself (shared variance, KoLeo 0.5) and the default with
-one change each (DINO's blur or solarisation of the global views lightened, the GMM's step size), in
-fp32 with this CPU's own kernels. The command of every run is in ``SCREENS``. Writes a markdown
-table (last val evaluation and final test metrics), the figure docs/figures/<folder>.png (live fraction
-= prototypes that are some val image's argmax, val k-NN and unique@0.025 among the live over steps) and
-benchmarks/results/<folder>.json. A run whose last evaluation comes before its length was stopped
-there, to free the CPU: the step column says where.
+one change each (DINO's blur or solarisation of the global views lightened, the GMM's step size, the
+mass a relocated component starts with), in fp32 with this CPU's own kernels. The command of every
+run is in ``SCREENS``. Writes a markdown table (last val evaluation and final test metrics), the
+figure docs/figures/<folder>.png (live fraction = prototypes that are some val image's argmax, val
+k-NN and unique@0.025 among the live over steps) and benchmarks/results/<folder>.json. A run whose
+last evaluation comes before its length was stopped there, to free the CPU: the step column says
+where.
 """
 
 from __future__ import annotations
@@ -241,6 +242,16 @@ SCREENS = {
             "default_nosolarize": ("solarize_prob=0.0", "the default, no solarisation"),
             "default_nosolarize_s1": ("solarize_prob=0.0 seed=1", "the same, seed 1"),
             "default_eta3e3": ("gmm_eta=3e-3", "the default, the GMM's step size 3e-3 (1e-3)"),
+            "least_s0": (
+                "gmm_relocate_mass=least seed=0",
+                "the default, a moved component takes the least mass",
+            ),
+            "least_s1": ("gmm_relocate_mass=least seed=1", "the same, seed 1"),
+            "fresh_s0": (
+                "gmm_relocate_mass=fresh seed=0",
+                "the default, a moved component starts from one unit",
+            ),
+            "fresh_s1": ("gmm_relocate_mass=fresh seed=1", "the same, seed 1"),
         },
     ),
 }

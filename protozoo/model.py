@@ -121,6 +121,7 @@ class ProtoModel(nn.Module):
                 relocate=config.gmm_relocate,
                 merge_eps=config.gmm_merge_eps,
                 relocate_order=config.gmm_relocate_order,
+                relocate_mass=config.gmm_relocate_mass,
             )
         else:
             self.prototype_source = LearnablePrototypes(config.num_prototypes, config.embed_dim)

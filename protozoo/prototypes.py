@@ -22,6 +22,7 @@ INITS = ("random", "first_batch", "kmeans++")
 COVARIANCES = ("diag", "shared")
 RELOCATIONS = ("split", "embeddings", "sampled", "busiest")
 RELOCATE_ORDERS = ("index", "lightest")
+RELOCATE_MASSES = ("shared", "least", "fresh")
 _SPARSE_GAMMA = 1e-9  # responsibilities at or below this are left out of sparse statistics
 
 
@@ -68,6 +69,11 @@ class OnlineGMM(nn.Module):
             more are dead than that the same ones move at every check and the rest wait) or "lightest"
             (the least mass first: a component that waited keeps its small mass, one that moved and
             failed holds its share of its owner's, so every mover gets its turn).
+        relocate_mass: the mass a component moved onto an embedding starts with: "shared" (an equal
+            share of its owner's, so its weight π matches the owner's but its mean, worth hundreds of
+            units that it never saw, hardly moves off that one embedding) or "least" (the least mass of
+            any staying component, as scikit-learn's MiniBatchKMeans resets a reassigned centre's count:
+            the mean then follows the data it wins within a few hundred embeddings).
 
     Example:
         >>> gmm = OnlineGMM(num_prototypes=64, dim=16)
@@ -104,6 +110,7 @@ class OnlineGMM(nn.Module):
         relocate: str = "split",
         merge_eps: float = 0.0,
         relocate_order: str = "index",
+        relocate_mass: str = "shared",
     ) -> None:
         super().__init__()
         if num_prototypes < 1 or dim < 1:
@@ -123,6 +130,11 @@ class OnlineGMM(nn.Module):
                 f"Unknown relocate_order {relocate_order!r}; valid choices are "
                 f"{', '.join(map(repr, RELOCATE_ORDERS))}"
             )
+        if relocate_mass not in RELOCATE_MASSES:
+            raise ValueError(
+                f"Unknown relocate_mass {relocate_mass!r}; valid choices are "
+                f"{', '.join(map(repr, RELOCATE_MASSES))}"
+            )
         if not 0.0 <= merge_eps < 2.0:
             raise ValueError(f"merge_eps is a cosine distance in [0, 2), got {merge_eps}; 0 never merges")
         if init not in INITS:
@@ -139,7 +151,7 @@ class OnlineGMM(nn.Module):
         self.init_noise, self.chunk_size = init_noise, chunk_size
         self.split_every, self.split_min_mass = split_every, split_min_mass
         self.covariance, self.relocate, self.merge_eps = covariance, relocate, merge_eps
-        self.relocate_order = relocate_order
+        self.relocate_order, self.relocate_mass = relocate_order, relocate_mass
         mu = F.normalize(torch.randn(num_prototypes, dim), dim=1)
         var = torch.full((num_prototypes, dim), 1.0 / dim)
         # One pseudo-count of mass per component, so the statistics describe the initial guess.
@@ -393,9 +405,10 @@ class OnlineGMM(nn.Module):
         or placed prototype's, whose load is its responsibility since the last check, halved between the
         two when a mover lands in it), until no embedding lies more than ``merge_eps`` away or every
         mover is placed (the rest wait for the next check).
-        A mover placed on x_i takes the variances of x_i's owner o (its nearest staying prototype) and
-        shares o's mass: o and the m movers placed in its region hold A_o / (1 + m) each, so the
-        mixture's total mass, o's mean and its variances are unchanged.
+        A mover placed on x_i takes the variances of x_i's owner o (its nearest staying prototype) and,
+        with ``relocate_mass="shared"``, shares o's mass: o and the m movers placed in its region hold
+        A_o / (1 + m) each, so the mixture's total mass, o's mean and its variances are unchanged; with
+        "least" it takes the least mass of any staying component and o keeps all of its own.
         """
         x = broadcast_(F.normalize(h, dim=1))  # (B, d): every process moves the same way
         stay = torch.ones_like(self.mass, dtype=torch.bool)
@@ -429,12 +442,17 @@ class OnlineGMM(nn.Module):
             return
         picked, movers = torch.tensor(chosen, device=x.device), movers[: len(chosen)]
         owner = owners[picked]  # (n,)
-        share = 1.0 / (1.0 + torch.bincount(owner, minlength=self.num_prototypes).float())  # (K,)
-        moved = self.mass[owner] * share[owner]  # (n,): the owner's mass before it is shared
         var = self.variances[owner]  # (n, d)
-        self.mass.mul_(share)  # owners keep 1 / (1 + m) of their statistics, the others all of theirs
-        self.s1.mul_(share[:, None])
-        self.s2.mul_(share[:, None])
+        if self.relocate_mass == "least":  # the owners keep all their statistics
+            moved = self.mass[staying].min().expand(len(movers))
+        elif self.relocate_mass == "fresh":
+            moved = torch.ones_like(self.mass[movers])
+        else:
+            share = 1.0 / (1.0 + torch.bincount(owner, minlength=self.num_prototypes).float())  # (K,)
+            moved = self.mass[owner] * share[owner]  # (n,): the owner's mass before it is shared
+            self.mass.mul_(share)  # owners keep 1 / (1 + m) of their statistics, the others all of theirs
+            self.s1.mul_(share[:, None])
+            self.s2.mul_(share[:, None])
         self._set(movers, moved, x[picked], var)
         self._m_step()
 
@@ -461,7 +479,8 @@ class OnlineGMM(nn.Module):
         return (
             f"num_prototypes={self.num_prototypes}, dim={self.dim}, eta={self.eta}, init={self.init!r}, "
             f"split_every={self.split_every}, split_min_mass={self.split_min_mass}, "
-            f"relocate={self.relocate!r}, merge_eps={self.merge_eps}, relocate_order={self.relocate_order!r}"
+            f"relocate={self.relocate!r}, merge_eps={self.merge_eps}, "
+            f"relocate_order={self.relocate_order!r}, relocate_mass={self.relocate_mass!r}"
         )
 
 

@@ -256,6 +256,34 @@ def test_a_check_with_more_movers_than_embeddings_places_them_in_the_given_order
     torch.testing.assert_close(gmm.means[waiting], before)  # the other waits for the next check
 
 
+@pytest.mark.parametrize(
+    "relocate_mass, moved_mass, owner_mass, left",
+    [("shared", 200.0, 200.0, 0.3), ("least", 4.0, 400.0, 0.0), ("fresh", 1.0, 400.0, 0.0)],
+)
+def test_a_component_moved_with_the_least_mass_follows_the_data_it_wins(
+    relocate_mass, moved_mass, owner_mass, left
+):
+    gmm = OnlineGMM(
+        3, 3, split_every=1000, relocate="embeddings", covariance="shared", relocate_mass=relocate_mass
+    )
+    means = torch.tensor([[0.8, 0.0, 0.0], [0.0, 0.8, 0.0], [0.0, 0.0, 1.0]])
+    gmm.mass.copy_(torch.tensor([400.0, 4.0, 1.0]))
+    gmm.s1.copy_(gmm.mass[:, None] * means)
+    gmm.s2.copy_(gmm.mass[:, None] * (means**2 + 0.01))
+    gmm._m_step()
+    gmm.recent_mass.copy_(torch.tensor([50.0, 9.0, 0.0]))  # 2 is dead
+    gmm._relocate(torch.eye(3)[[2, 0, 1]])  # onto the outlier e3, in 0's region
+    torch.testing.assert_close(gmm.mass, torch.tensor([owner_mass, 4.0, moved_mass]))
+    # Then 2 of every 64 embeddings lie near a cluster 0.46 away from where it landed.
+    centre = F.normalize(torch.tensor([0.5, 0.0, 1.0]), dim=0)
+    points = torch.cat([centre.expand(2, 3), torch.tensor([[1.0, 0.0, 0.0]]).expand(62, 3)])
+    draws = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        gmm.update(F.normalize(points + 0.05 * torch.randn(64, 3, generator=draws), dim=1))
+    distance = float((gmm.means[2] - centre).norm())
+    assert distance > 0.3 if left else distance < 0.1  # with its owner's share it barely moves off e3
+
+
 def test_a_busiest_move_lands_in_the_busiest_region_and_halves_its_load():
     gmm = OnlineGMM(4, 3, split_every=1, relocate="busiest")
     means = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
@@ -338,6 +366,10 @@ def test_bad_embeddings_raise(h, match):
         ({"relocate": "away"}, "Unknown relocate 'away'; valid choices are 'split', 'embeddings'"),
         ({"merge_eps": -0.1}, "merge_eps is a cosine distance in \\[0, 2\\)"),
         ({"relocate_order": "heaviest"}, "Unknown relocate_order 'heaviest'; valid choices are 'index'"),
+        (
+            {"relocate_mass": "owner"},
+            "Unknown relocate_mass 'owner'; valid choices are 'shared', 'least', 'fresh'",
+        ),
     ],
 )
 def test_bad_settings_raise(kwargs, match):
