@@ -41,7 +41,7 @@ class ProtoConfig:
     gmm_relocate: str = "split"  # where moved components go: split | embeddings | sampled | busiest
     gmm_merge_eps: float = 0.0  # a prototype this close (1 - cos) to a heavier one moves; 0: never
     gmm_relocate_order: str = "index"  # movers placed first when a check cannot place all: index | lightest
-    gmm_relocate_mass: str = "shared"  # a moved component's mass: "shared" with its owner | "least" of any
+    gmm_relocate_mass: str = "shared"  # a moved component's start: shared with its owner | least | fresh
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm kwargs, e.g. drop_path_rate
 
     def __post_init__(self) -> None:

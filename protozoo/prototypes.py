@@ -70,10 +70,11 @@ class OnlineGMM(nn.Module):
             (the least mass first: a component that waited keeps its small mass, one that moved and
             failed holds its share of its owner's, so every mover gets its turn).
         relocate_mass: the mass a component moved onto an embedding starts with: "shared" (an equal
-            share of its owner's, so its weight π matches the owner's but its mean, worth hundreds of
-            units that it never saw, hardly moves off that one embedding) or "least" (the least mass of
-            any staying component, as scikit-learn's MiniBatchKMeans resets a reassigned centre's count:
-            the mean then follows the data it wins within a few hundred embeddings).
+            share of its owner's, so its weight π matches the owner's, but its mean, worth hundreds of
+            units that it never saw, hardly moves off that one embedding), "least" (the least mass of
+            any staying component, as scikit-learn's MiniBatchKMeans resets a reassigned centre's count)
+            or "fresh" (one unit, the pseudo-count every component starts with: its mean follows the
+            first embeddings it wins, and until it has won a unit it does not count as carrying data).
 
     Example:
         >>> gmm = OnlineGMM(num_prototypes=64, dim=16)
@@ -408,7 +409,7 @@ class OnlineGMM(nn.Module):
         A mover placed on x_i takes the variances of x_i's owner o (its nearest staying prototype) and,
         with ``relocate_mass="shared"``, shares o's mass: o and the m movers placed in its region hold
         A_o / (1 + m) each, so the mixture's total mass, o's mean and its variances are unchanged; with
-        "least" it takes the least mass of any staying component and o keeps all of its own.
+        "least" or "fresh" it takes the least staying mass or one unit and o keeps all of its own.
         """
         x = broadcast_(F.normalize(h, dim=1))  # (B, d): every process moves the same way
         stay = torch.ones_like(self.mass, dtype=torch.bool)
@@ -443,7 +444,7 @@ class OnlineGMM(nn.Module):
         picked, movers = torch.tensor(chosen, device=x.device), movers[: len(chosen)]
         owner = owners[picked]  # (n,)
         var = self.variances[owner]  # (n, d)
-        if self.relocate_mass == "least":  # the owners keep all their statistics
+        if self.relocate_mass == "least":  # the owners keep all their statistics, as with "fresh"
             moved = self.mass[staying].min().expand(len(movers))
         elif self.relocate_mass == "fresh":
             moved = torch.ones_like(self.mass[movers])
