@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from common import RESULTS, table, write_json
 from safetensors.torch import load_file
+from stuck_means import STUCK
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
@@ -77,7 +78,7 @@ def diagnose(run: Path) -> dict[str, float]:
         "dead_val": int(dead.sum()),
         "predicted_dead_val": float((1 - share).pow(len(val)).sum()),
         "dead_train": int((share == 0).sum()),
-        "dead_val_stuck": int((dead & (gmm.means.norm(dim=1) > 0.9)).sum()),
+        "dead_val_stuck": int((dead & (gmm.means.norm(dim=1) > STUCK)).sum()),
         "to_val_dead_train": float(share[dead].sum()),
         "to_val_dead_view1": float(counts(view1, prototypes)[dead].sum() / len(view1)),
         "to_val_dead_view2": float(counts(view2, prototypes)[dead].sum() / len(view2)),

@@ -17,15 +17,18 @@ import argparse
 from pathlib import Path
 
 from common import RESULTS, table, write_json
-from safetensors.torch import load_file
+from safetensors import safe_open
+
+STUCK = 0.9  # a mean this close to the unit sphere: its component's data is one point
 
 
 def stuck(run: Path) -> dict[str, float]:
     last = sorted((run / "checkpoints").glob("step_*"))[-1]
-    norms = load_file(last / "teacher.safetensors")["prototype_source.means"].float().norm(dim=1)
+    with safe_open(last / "teacher.safetensors", framework="pt") as f:  # the means alone, not the weights
+        norms = f.get_tensor("prototype_source.means").float().norm(dim=1)
     return {
         "step": int(last.name.split("_")[1]),
-        "above_0.9": int((norms > 0.9).sum()),
+        "above_0.9": int((norms > STUCK).sum()),
         "above_0.99": int((norms > 0.99).sum()),
         "median_norm": float(norms.median()),
     }
