@@ -70,7 +70,7 @@ class OnlineGMM(nn.Module):
             (the least mass first: a component that waited keeps its small mass, one that moved and
             failed holds its share of its owner's, so every mover gets its turn).
         relocate_mass: the mass a component moved onto an embedding starts with: "shared" (an equal
-            share of its owner's, so its weight π matches the owner's, but its mean, worth hundreds of
+            share of its owner's, so its weight π matches the owner's, but its mean, worth tens of
             units that it never saw, hardly moves off that one embedding), "least" (the least mass of
             any staying component, as scikit-learn's MiniBatchKMeans resets a reassigned centre's count)
             or "fresh" (one unit, the pseudo-count every component starts with: its mean follows the
