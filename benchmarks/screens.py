@@ -257,6 +257,14 @@ SCREENS = {
                 "the default, a moved component starts from one unit, checked every 100 steps",
             ),
             "fresh_w100_s1": ("gmm_relocate_mass=fresh gmm_split_every=100 seed=1", "the same, seed 1"),
+            "fresh_w100_lightest_s0": (
+                "gmm_relocate_mass=fresh gmm_split_every=100 gmm_relocate_order=lightest seed=0",
+                "the same, seed 0, the lightest movers first",
+            ),
+            "fresh_w100_kpp_s0": (
+                "gmm_relocate_mass=fresh gmm_split_every=100 gmm_init=kmeans++ seed=0",
+                "the same, seed 0, means seeded by k-means++",
+            ),
         },
     ),
 }
