@@ -62,11 +62,17 @@ def continued(gmm: torch.nn.Module, data: Tensor, val: Tensor) -> int:
     return int((counts(val, gmm.prototypes) == 0).sum())
 
 
-def diagnose(run: Path) -> dict[str, float]:
-    trainer = Trainer(load_config(run / "config.yaml", [f"output_dir={run / 'dead_on_val'}"]))
+def last_teacher(run: Path, folder: str) -> tuple[Trainer, torch.nn.Module, int]:
+    """A run's trainer (its datasets; outputs under run/folder), its teacher at the last checkpoint, in
+    eval mode, and that checkpoint's step."""
+    trainer = Trainer(load_config(run / "config.yaml", [f"output_dir={run / folder}"]))
     last = sorted((run / "checkpoints").glob("step_*"))[-1]
     trainer.teacher.load_state_dict(load_file(last / "teacher.safetensors"))
-    model = trainer.teacher.eval()
+    return trainer, trainer.teacher.eval(), int(last.name.split("_")[1])
+
+
+def diagnose(run: Path) -> dict[str, float]:
+    trainer, model, step = last_teacher(run, "dead_on_val")
     gmm, prototypes = model.prototype_source, model.prototypes.float()
     (val,) = encode(model, trainer.val_set)
     (train,) = encode(model, trainer.bank_set.dataset)  # every training image, the evaluation transform
@@ -74,7 +80,7 @@ def diagnose(run: Path) -> dict[str, float]:
     dead = counts(val, prototypes) == 0
     share = counts(train, prototypes).double() / len(train)
     return {
-        "step": int(last.name.split("_")[1]),
+        "step": step,
         "dead_val": int(dead.sum()),
         "predicted_dead_val": float((1 - share).pow(len(val)).sum()),
         "dead_train": int((share == 0).sum()),

@@ -21,14 +21,11 @@ from pathlib import Path
 
 import torch
 from common import RESULTS, table, write_json
-from dead_on_val import counts, encode
-from safetensors.torch import load_file
+from dead_on_val import counts, encode, last_teacher
 from torch import Tensor
 from torch.utils.data import Subset
 
 from protozoo.collapse import unique_prototypes
-from train.config import load_config
-from train.engine import Trainer
 
 UPDATES, BATCH = 2000, 128
 # setting -> OnlineGMM attributes that differ from the run's
@@ -50,6 +47,7 @@ SETTINGS = {
 
 
 def churn(gmm: torch.nn.Module, views: Tensor, val: Tensor, setting: dict[str, object]) -> dict[str, float]:
+    """Continue a copy of ``gmm`` with ``setting`` on batches of ``views``: its movers, then its state."""
     gmm = copy.deepcopy(gmm)
     for name, value in setting.items():
         setattr(gmm, name, value)
@@ -84,11 +82,7 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--out", type=Path, default=RESULTS / "relocation_churn.json")
     args = parser.parse_args()
-    run = args.run
-    trainer = Trainer(load_config(run / "config.yaml", [f"output_dir={run / 'relocation_churn'}"]))
-    last = sorted((run / "checkpoints").glob("step_*"))[-1]
-    trainer.teacher.load_state_dict(load_file(last / "teacher.safetensors"))
-    model = trainer.teacher.eval()
+    trainer, model, step = last_teacher(args.run, "relocation_churn")
     (val,) = encode(model, trainer.val_set)
     views = torch.cat(encode(model, Subset(trainer.train_set, range(0, len(trainer.train_set), 2))))
     summary = {name: churn(model.prototype_source, views, val, s) for name, s in SETTINGS.items()}
@@ -98,7 +92,7 @@ def main() -> None:
         for name, r in summary.items()
     ]
     print(table(["setting", *keys], rows))
-    write_json(args.out, {"run": str(run), "step": int(last.name.split("_")[1]), "settings": summary})
+    write_json(args.out, {"run": str(args.run), "step": step, "settings": summary})
     print(f"wrote {args.out}")
 
 
