@@ -57,18 +57,18 @@ def churn(gmm: torch.nn.Module, views: Tensor, val: Tensor, setting: dict[str, o
     relocate = gmm._relocate
 
     def recorded(h: Tensor) -> None:  # the movers a check picks, then the check itself
-        move = gmm.recent_mass < gmm.split_min_mass
-        moves.append(move | gmm._merged() if gmm.merge_eps else move)
+        moves.append(gmm._movers())
         relocate(h)
 
     gmm._relocate = recorded
     draws = torch.Generator().manual_seed(0)
     for _ in range(UPDATES):
         gmm.update(views[torch.randint(len(views), (BATCH,), generator=draws)])
-    times = torch.stack(moves).sum(0)  # (K,) how often each component moved
+    moved = torch.stack(moves)  # (checks, K)
+    times = moved.sum(0)  # (K,) how often each component moved
     live = counts(val, gmm.prototypes) > 0
     return {
-        "movers_per_check": float(torch.stack(moves[-10:]).sum(1).float().mean()),
+        "movers_per_check": float(moved[-10:].sum(1).float().mean()),
         "moved_once": int((times >= 1).sum()),
         "moved_3_times": int((times >= 3).sum()),
         "carrying": int((gmm.mass >= 2).sum()),

@@ -49,21 +49,7 @@ def main() -> None:
         [run, *(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values())]
         for run, r in summary.items()
     ]
-    print(
-        table(
-            [
-                "run",
-                "step",
-                "norm > 0.9",
-                "norm > 0.99",
-                "median norm",
-                "median mass",
-                "least mass",
-                "at least mass",
-            ],
-            rows,
-        )
-    )
+    print(table(["run", *next(iter(summary.values()))], rows))
     write_json(args.out, summary)
     print(f"wrote {args.out}")
 

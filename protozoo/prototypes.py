@@ -344,13 +344,17 @@ class OnlineGMM(nn.Module):
         self.initialized.fill_(True)
         return True
 
-    def _relocate(self, h: Tensor) -> None:
-        """Relocate the dead components (recent mass below ``split_min_mass``) and, with ``merge_eps``, the
-        merged ones (a prototype within ``merge_eps`` of a heavier one's); then restart the window."""
+    def _movers(self) -> Tensor:
+        """(K,) bool: the components a check moves, the dead ones (recent mass below ``split_min_mass``)
+        and, with ``merge_eps``, the merged ones (a prototype within ``merge_eps`` of a heavier one's)."""
         move = self.recent_mass < self.split_min_mass
         if self.merge_eps:
             move |= self._merged()
-        movers = move.nonzero().squeeze(1)
+        return move
+
+    def _relocate(self, h: Tensor) -> None:
+        """Relocate the components ``_movers`` picks; then restart the window."""
+        movers = self._movers().nonzero().squeeze(1)
         if self.relocate_order == "lightest":
             movers = movers[self.mass[movers].argsort(stable=True)]
         if len(movers) and self.relocate == "split":
