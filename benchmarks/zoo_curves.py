@@ -34,6 +34,8 @@ RUNS = {  # label: metrics file in docs/tables/screens
     "ResNet-18, the default's recipe and GMM, diagonal variances (zoo v5)": "zoo_v5.jsonl",
     "ResNet-18, the default's recipe and GMM, one shared variance (zoo v6)": "zoo_v6.jsonl",
     "ResNet-18, zoo v6 + merged within 0.1, lightest movers first (zoo v7, shipped)": "zoo_v7.jsonl",
+    "ResNet-18, zoo v7 + movers start with one unit of mass (zoo v8)": "zoo_v8.jsonl",
+    "ResNet-18, zoo v8 + relocation every 100 steps (zoo v9)": "zoo_v9.jsonl",
     "ViT-Tiny, batch 256 (vit v1)": "zoo_vit.jsonl",
     "ViT-Tiny, batch 64 (vit v2, the paper's GMM)": "zoo_vit_v2.jsonl",
     "ViT-Tiny, batch 64, the default's relocation (vit v3)": "zoo_vit_v3.jsonl",
@@ -65,14 +67,17 @@ def main() -> None:
     screens = ROOT / "docs" / "tables" / "screens"
     curves = {label: curve(screens / name) for label, name in RUNS.items() if (screens / name).exists()}
     floor = pixel_floor()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for label, (images, knn) in curves.items():
-        ax.plot([i / 1e6 for i in images], knn, marker="o", markersize=3, label=label)
-    ax.axhline(floor, color="black", linestyle="--", label=f"raw pixels ({floor:.4f})")
+    fig, ax = plt.subplots(figsize=(12, 5))
+    colors = plt.get_cmap("tab20").colors
+    for n, (label, (images, knn)) in enumerate(curves.items()):
+        style = "--" if label.startswith("ViT") else "-"
+        color = colors[n % len(colors)]
+        ax.plot([i / 1e6 for i in images], knn, style, color=color, marker="o", markersize=3, label=label)
+    ax.axhline(floor, color="black", linestyle=":", label=f"raw pixels ({floor:.4f})")
     ax.set(xlabel="training images seen (millions)", ylabel="val k-NN top-1 (10 000-image bank)")
     ax.set_ylim(0.5, 0.9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title("Zoo runs against the pixel floor, Fashion-MNIST val split")
     out = ROOT / "docs" / "figures" / "zoo_knn.png"
     fig.tight_layout()
