@@ -41,6 +41,7 @@ RUNS = {  # label: metrics file in docs/tables/screens
     "ViT-Tiny, batch 64, the default's relocation (vit v3)": "zoo_vit_v3.jsonl",
     "ViT-Tiny, batch 64, + one shared variance, KoLeo 0.5 (vit v4)": "zoo_vit_v4.jsonl",
     "ViT-Tiny, + crops 0.85-1, merged within 0.1, lightest first (vit v5, shipped)": "zoo_vit_v5.jsonl",
+    "ViT-Tiny, vit v5 + zoo v9's relocation (vit v6)": "zoo_vit_v6.jsonl",
 }
 
 
