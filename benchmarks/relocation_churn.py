@@ -54,13 +54,13 @@ def churn(gmm: torch.nn.Module, views: Tensor, val: Tensor, setting: dict[str, o
     gmm.recent_mass.zero_()
     gmm.num_updates.zero_()
     moves: list[Tensor] = []
-    relocate = gmm._relocate
+    movers = gmm._movers
 
-    def recorded(h: Tensor) -> None:  # the movers a check picks, then the check itself
-        moves.append(gmm._movers())
-        relocate(h)
+    def recorded() -> Tensor:  # the movers each check picks, as the check uses them
+        moves.append(movers())
+        return moves[-1]
 
-    gmm._relocate = recorded
+    gmm._movers = recorded
     draws = torch.Generator().manual_seed(0)
     for _ in range(UPDATES):
         gmm.update(views[torch.randint(len(views), (BATCH,), generator=draws)])
