@@ -3,13 +3,16 @@
 python benchmarks/knn_pixels.py                               # pixels only
 python benchmarks/knn_pixels.py --models dp-resnet18-fmnist   # and zoo models' features beside them
 python benchmarks/knn_pixels.py --models runs/<run>/model --against dp-resnet18-fmnist   # a candidate
+python benchmarks/knn_pixels.py --linear ...                  # the linear probe beside the k-NN
 
 Each row is scored as it is and mean-centred (the bank's mean subtracted before the cosine), since
 centring helps pixels by 1.5 points and a fair comparison gives features the same treatment. Each
 model is also compared with pixels image by image on the same 10 000 test images: the difference in
 accuracy with its paired 95 % interval (Wald, from the images only one of the two gets right, as in
 McNemar's test), so "beats pixels" can be told from the noise of one test set; ``--against`` compares
-each model with another one the same way (a candidate against the zoo model it would replace). Writes
+each model with another one the same way (a candidate against the zoo model it would replace).
+``--linear`` adds the linear probe of protozoo.eval.linear_predict (the one of a run's final evaluation)
+on the same bank and test images, compared image by image the same way. Writes
 benchmarks/results/knn_pixels.json.
 """
 
@@ -26,14 +29,21 @@ from torch.utils.data import DataLoader
 
 import protozoo
 from protozoo.data import build_dataset
-from protozoo.eval import extract_features, knn_predict
+from protozoo.eval import extract_features, knn_predict, linear_predict
 from protozoo.fashion_mnist import load_fashion_mnist
 
 
-def _correct(bank: Tensor, bank_y: Tensor, test: Tensor, test_y: Tensor) -> tuple[Tensor, Tensor]:
-    """(M,) booleans: is each test image classified right, plain and mean-centred."""
+def _correct(bank: Tensor, bank_y: Tensor, test: Tensor, test_y: Tensor, linear: bool) -> dict[str, Tensor]:
+    """(M,) booleans per classifier: is each test image classified right by the k-NN, plain and
+    mean-centred, and (``linear``) by the linear probe."""
     mean = bank.mean(0)
-    return knn_predict(bank, bank_y, test) == test_y, knn_predict(bank - mean, bank_y, test - mean) == test_y
+    right = {
+        "knn_top1": knn_predict(bank, bank_y, test) == test_y,
+        "knn_top1_centred": knn_predict(bank - mean, bank_y, test - mean) == test_y,
+    }
+    if linear:
+        right["linear_top1"] = linear_predict(bank, bank_y, test) == test_y
+    return right
 
 
 def correct(path: Path) -> Tensor:
@@ -55,8 +65,16 @@ def paired_difference(a: Tensor, b: Tensor) -> dict[str, float]:
     return {"difference": d, "low": d - half, "high": d + half}
 
 
-def _accuracies(plain: Tensor, centred: Tensor) -> dict[str, float]:
-    return {"knn_top1": plain.float().mean().item(), "knn_top1_centred": centred.float().mean().item()}
+# each classifier's paired differences: the key they take against pixels and the suffix against --against
+_VS = {
+    "knn_top1": ("vs_pixels", ""),
+    "knn_top1_centred": ("vs_pixels_centred", ", centred"),
+    "linear_top1": ("vs_pixels_linear", ", linear"),
+}
+
+
+def _accuracies(right: dict[str, Tensor]) -> dict[str, float]:
+    return {k: v.float().mean().item() for k, v in right.items()}
 
 
 def _show(d: dict[str, float] | None) -> str:
@@ -86,32 +104,36 @@ def main() -> None:
     parser.add_argument(
         "--against", help="a zoo name or model folder that each model is also compared with, image by image"
     )
+    parser.add_argument("--linear", action="store_true", help="also the linear probe, compared the same way")
     parser.add_argument("--out", type=Path, default=RESULTS / "knn_pixels.json")
     args = parser.parse_args()
     (train_x, train_y), (test_x, test_y) = load_fashion_mnist("train"), load_fashion_mnist("test")
-    pixels = _correct(train_x.flatten(1) / 255.0, train_y, test_x.flatten(1) / 255.0, test_y)
-    results: dict[str, dict] = {"raw pixels": _accuracies(*pixels)}
-    reference = _correct(*_model_features(args.against)) if args.against else None
-    if reference is not None:
-        results[args.against] = _accuracies(*reference)
+    pixels = _correct(train_x.flatten(1) / 255.0, train_y, test_x.flatten(1) / 255.0, test_y, args.linear)
+    reference = _correct(*_model_features(args.against), args.linear) if args.against else None
+    rows = {"raw pixels": pixels} | ({args.against: reference} if reference is not None else {})
+    results: dict[str, dict] = {name: _accuracies(right) for name, right in rows.items()}
     for name in args.models:
-        plain, centred = _correct(*_model_features(name))
-        results[name] = _accuracies(plain, centred) | {
-            "vs_pixels": paired_difference(plain, pixels[0]),
-            "vs_pixels_centred": paired_difference(centred, pixels[1]),
-        }
-        if reference is not None:
-            results[name][f"vs {args.against}"] = paired_difference(plain, reference[0])
-            results[name][f"vs {args.against}, centred"] = paired_difference(centred, reference[1])
-    print("| features | k-NN top-1 | minus pixels [95 % CI] | mean-centred | minus pixels, both centred |")
-    print("|---|---|---|---|---|")
+        right = _correct(*_model_features(name), args.linear)
+        results[name] = _accuracies(right)
+        for k, (key, suffix) in _VS.items():
+            if k in right:
+                results[name][key] = paired_difference(right[k], pixels[k])
+                if reference is not None:
+                    results[name][f"vs {args.against}{suffix}"] = paired_difference(right[k], reference[k])
+    header = "| features | k-NN top-1 | minus pixels [95 % CI] | mean-centred | minus pixels, both centred |"
+    print(header + " linear probe | minus pixels |" * args.linear)
+    print("|---|---|---|---|---|" + "---|---|" * args.linear)
     for name, r in results.items():
-        plain, centred = (_show(r.get(k)) for k in ("vs_pixels", "vs_pixels_centred"))
-        print(f"| {name} | {r['knn_top1']:.4f} | {plain} | {r['knn_top1_centred']:.4f} | {centred} |")
+        cells = [f"{r[k]:.4f} | {_show(r.get(key))}" for k, (key, _) in _VS.items() if k in r]
+        print(f"| {name} | {' | '.join(cells)} |")
     if reference is not None:
         for name in args.models:
-            plain, centred = (_show(results[name][f"vs {args.against}{k}"]) for k in ("", ", centred"))
-            print(f"{name} minus {args.against}: {plain}; both centred: {centred}")
+            diffs = [
+                f"{k}: {_show(results[name][f'vs {args.against}{suffix}'])}"
+                for k, (_, suffix) in _VS.items()
+                if k in results[name]
+            ]
+            print(f"{name} minus {args.against}: " + "; ".join(diffs))
     write_json(args.out, results)
 
 

@@ -193,18 +193,17 @@ def knn_accuracy(
     return (preds.cpu() == test_labels.cpu()).float().mean().item()
 
 
-def linear_probe(
+def linear_predict(
     train_features: Tensor,
     train_labels: Tensor,
     test_features: Tensor,
-    test_labels: Tensor,
     epochs: int = 100,
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
     batch_size: int = 256,
     seed: int = 0,
-) -> float:
-    """Top-1 accuracy of a linear classifier trained on frozen features.
+) -> Tensor:
+    """Labels predicted for test features by a linear classifier trained on frozen features.
 
     Features are standardised with the training mean and standard deviation, then a zero-initialised
     linear layer is trained with AdamW, a cosine learning-rate decay and cross-entropy over shuffled
@@ -215,7 +214,6 @@ def linear_probe(
         train_features: (N, F) training features.
         train_labels: (N,) integer training labels.
         test_features: (M, F) test features.
-        test_labels: (M,) integer test labels.
         epochs: Passes over the training set.
         lr: Peak AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -223,7 +221,7 @@ def linear_probe(
         seed: Seed of the shuffle order.
 
     Returns:
-        Test accuracy in [0, 1].
+        (M,) predicted labels.
 
     Raises:
         TypeError: If a features or labels argument is not a tensor.
@@ -231,7 +229,7 @@ def linear_probe(
             ``epochs``, ``lr`` or ``batch_size``.
     """
     _check_features("train_features", train_features, train_labels)
-    _check_features("test_features", test_features, test_labels)
+    _check_features("test_features", test_features)
     if test_features.shape[1] != train_features.shape[1]:
         raise ValueError(
             f"test_features have dimension {test_features.shape[1]} but train_features "
@@ -268,7 +266,29 @@ def linear_probe(
                 schedule.step()
     logger.debug("linear probe: final batch loss %.4f", loss.item())
     with torch.no_grad():
-        preds = classifier(x_test).argmax(dim=1)
+        return classifier(x_test).argmax(dim=1)
+
+
+def linear_probe(
+    train_features: Tensor, train_labels: Tensor, test_features: Tensor, test_labels: Tensor, **kwargs: Any
+) -> float:
+    """Top-1 accuracy of :func:`linear_predict` on labelled test features.
+
+    Args:
+        train_features: (N, F) training features.
+        train_labels: (N,) integer training labels.
+        test_features: (M, F) test features.
+        test_labels: (M,) integer test labels.
+        **kwargs: ``epochs``, ``lr``, ``weight_decay``, ``batch_size`` or ``seed`` for :func:`linear_predict`.
+
+    Returns:
+        Accuracy in [0, 1].
+
+    Raises:
+        TypeError, ValueError: As :func:`linear_predict`, or if test features and labels differ in length.
+    """
+    _check_features("test_features", test_features, test_labels)
+    preds = linear_predict(train_features, train_labels, test_features, **kwargs)
     return (preds == test_labels.cpu()).float().mean().item()
 
 

@@ -94,7 +94,10 @@ def test_anchor_trains_and_logs_like_our_methods(runs: Path, method: str) -> Non
     final = lines[-1]
     assert final["final"] and final["split"] == "test" and final["step"] == 4
     assert set(final["knn_groups"]) == {"head", "medium", "tail"} and 0 <= final["linear_top1"] <= 1
-    assert (folder / "predictions.json").exists() and (folder / "collapse.png").exists()
+    predictions = json.loads((folder / "predictions.json").read_text())
+    linear_right = [p == y for p, y in zip(predictions["linear_preds"], predictions["labels"], strict=True)]
+    assert sum(linear_right) / len(linear_right) == pytest.approx(final["linear_top1"])  # for paired tests
+    assert (folder / "collapse.png").exists()
     assert not (folder / "model").exists()  # lightly's heads are no ProtoModel
     assert [p.name for p in (folder / "checkpoints").iterdir()] == ["step_0000004"]
 

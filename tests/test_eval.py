@@ -5,7 +5,14 @@ import pytest
 import torch
 from torch import nn
 
-from protozoo.eval import extract_features, knn_accuracy, knn_predict, linear_probe, per_group_accuracy
+from protozoo.eval import (
+    extract_features,
+    knn_accuracy,
+    knn_predict,
+    linear_predict,
+    linear_probe,
+    per_group_accuracy,
+)
 
 
 def blobs(n: int, d: int, classes: int, spread: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,6 +159,8 @@ def test_linear_probe_beats_chance_and_is_deterministic():
     acc = linear_probe(x[:600], y[:600], x[600:], y[600:], **kwargs)
     assert acc > 0.9  # chance is about 0.25
     assert acc == linear_probe(x[:600], y[:600], x[600:], y[600:], **kwargs)
+    preds = linear_predict(x[:600], y[:600], x[600:], **kwargs)  # the labels behind that accuracy
+    assert preds.shape == (200,) and (preds == y[600:]).float().mean().item() == acc
 
 
 def test_linear_probe_accepts_inference_tensors():

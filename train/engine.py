@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from protozoo.collapse import collapse_report, plot_unique_over_steps
 from protozoo.data import build_dataset, class_groups, final_eval_splits, random_subset
-from protozoo.eval import knn_accuracy, knn_predict, linear_probe, per_group_accuracy
+from protozoo.eval import knn_accuracy, knn_predict, linear_predict, per_group_accuracy
 from protozoo.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from protozoo.losses import CARPLoss, DINOLoss, KoLeoProtoLoss
 from protozoo.model import ProtoModel
@@ -418,7 +418,9 @@ class Trainer:
                 groups = class_groups(torch.bincount(bank_y))
                 result["knn_groups"] = per_group_accuracy(preds, query_y, groups)
             if cfg.linear_probe:
-                result["linear_top1"] = linear_probe(bank_f, bank_y, query_f, query_y)
+                linear = linear_predict(bank_f, bank_y, query_f)
+                result["linear_top1"] = (linear == query_y.cpu()).float().mean().item()
+                result["linear_preds"] = linear.tolist()
             result["knn_pixels"] = knn_accuracy(*pixels(bank_set), *pixels(query_set))  # the floor to beat
         return result
 
@@ -581,7 +583,8 @@ class Trainer:
         last = self.history[-1] if self.history else {}
         if cfg.final_eval:
             last = self.evaluate(final=True)  # every process encodes its shard
-            self.log({k: v for k, v in last.items() if k not in ("knn_preds", "labels")} | {"final": True})
+            per_image = ("knn_preds", "linear_preds", "labels")
+            self.log({k: v for k, v in last.items() if k not in per_image} | {"final": True})
             self.knn_pixels = last["knn_pixels"]
         results = {
             "dataset": cfg.dataset,
@@ -591,9 +594,12 @@ class Trainer:
         }
         if acc.is_main_process:
             if cfg.final_eval:
-                (self.out / "predictions.json").write_text(
-                    json.dumps({"preds": last["knn_preds"], "labels": last["labels"]})
-                )
+                predictions = {"preds": last["knn_preds"], "labels": last["labels"]}
+                if "linear_preds" in last:
+                    predictions["linear_preds"] = last["linear_preds"]
+                tmp = self.out / "predictions.json.tmp"
+                tmp.write_text(json.dumps(predictions))
+                os.replace(tmp, self.out / "predictions.json")
             self.save_model(results)
         acc.wait_for_everyone()
         acc.end_training()
