@@ -21,15 +21,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from common import RESULTS, ROOT, table
+from common import RESULTS, ROOT, evaluations, table
 
 from protozoo.collapse import EPS_GRID, plot_unique_over_steps
-
-
-def evaluations(path: Path) -> list[dict]:
-    """The val evaluation lines of one metrics.jsonl, in step order."""
-    lines = [json.loads(x) for x in path.read_text().splitlines()]
-    return [r for r in lines if "unique" in r and not r.get("final")]
 
 
 def summary_table(last: dict[str, dict], best: dict[str, dict]) -> str:
@@ -57,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     paths = sorted(folder.glob("*.jsonl"))
     if not paths:
         parser.error(f"no <method>.jsonl files in {folder}; copy runs/<out>/<method>/metrics.jsonl there")
-    runs = {p.stem: evaluations(p) for p in paths}
+    runs = {p.stem: evaluations(p)[0] for p in paths}
     figures = ROOT / "docs" / "figures"
     curves = {m: ([r["step"] for r in ev], [r["unique"] for r in ev]) for m, ev in runs.items()}
     plot_unique_over_steps(
