@@ -272,20 +272,11 @@ def linear_predict(
 def linear_probe(
     train_features: Tensor, train_labels: Tensor, test_features: Tensor, test_labels: Tensor, **kwargs: Any
 ) -> float:
-    """Top-1 accuracy of :func:`linear_predict` on labelled test features.
+    """Top-1 accuracy in [0, 1] of :func:`linear_predict` on (M, F) test features with (M,) labels.
 
-    Args:
-        train_features: (N, F) training features.
-        train_labels: (N,) integer training labels.
-        test_features: (M, F) test features.
-        test_labels: (M,) integer test labels.
-        **kwargs: ``epochs``, ``lr``, ``weight_decay``, ``batch_size`` or ``seed`` for :func:`linear_predict`.
-
-    Returns:
-        Accuracy in [0, 1].
-
-    Raises:
-        TypeError, ValueError: As :func:`linear_predict`, or if test features and labels differ in length.
+    ``**kwargs`` (``epochs``, ``lr``, ``weight_decay``, ``batch_size``, ``seed``) go to
+    :func:`linear_predict`, which raises as documented there; test features and labels of different
+    lengths raise ValueError.
     """
     _check_features("test_features", test_features, test_labels)
     preds = linear_predict(train_features, train_labels, test_features, **kwargs)
