@@ -166,6 +166,13 @@ def gather_outputs(
     return features, assignments, labels
 
 
+def _write_text(path: Path, text: str) -> None:
+    """Write ``text`` under a temporary name and rename it, so a reader never sees half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 class Trainer:
     """Builds everything a run needs from a TrainConfig and runs it; ``Trainer(cfg).fit()``."""
 
@@ -501,9 +508,7 @@ class Trainer:
         keep = [r for r in lines if 0 < self.step and r["step"] <= self.step and not r.get("final")]
         self.accelerator.wait_for_everyone()  # every process has read the file before it is rewritten
         if self.accelerator.is_main_process and path.exists():
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-            os.replace(tmp, path)
+            _write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
         self.history = [r for r in keep if "unique" in r]
 
     def _record_eval(self, result: dict[str, Any]) -> None:
@@ -597,9 +602,7 @@ class Trainer:
                 predictions = {"preds": last["knn_preds"], "labels": last["labels"]}
                 if "linear_preds" in last:
                     predictions["linear_preds"] = last["linear_preds"]
-                tmp = self.out / "predictions.json.tmp"
-                tmp.write_text(json.dumps(predictions))
-                os.replace(tmp, self.out / "predictions.json")
+                _write_text(self.out / "predictions.json", json.dumps(predictions))
             self.save_model(results)
         acc.wait_for_everyone()
         acc.end_training()
