@@ -7,14 +7,15 @@ The regime is train/configs/collapse.yaml (plain SGD at a constant lr of 0.45 wi
 in which joint CARP's learnable prototypes collapse partially); each run is ``COMMAND`` with its method
 and seed, and then joint CARP and CARP + KoLeo-proto run twice as long (``LONG_COMMAND``, seed 0) to see
 whether the collapse reaches finer eps. ``--run`` copies every finished run's metrics.jsonl and the test
-k-NN predictions of its final evaluation (predictions.json) into docs/tables/collapse/ as <run>.jsonl and
+predictions of its final evaluation (predictions.json) into docs/tables/collapse/ as <run>.jsonl and
 <run>_predictions.json.
 Without it, the script reads those files and prints, per run, the collapse measures over steps (unique
 fractions at the four eps of the student's learnable matrix for joint methods, of the GMM's means for
 carp_dec, and of the teacher's EMA copy; live and dead prototypes on the val split; usage perplexity),
-the final test k-NN and linear probe, and the test k-NN differences between methods of the same seed
-with their paired 95 % intervals (benchmarks/knn_pixels.py's method). Writes docs/figures/collapse_unique.png
-(unique@eps over steps, one line per method and seed) and benchmarks/results/collapse_study.json.
+the final test k-NN and linear probe, and the test k-NN (and linear-probe, where saved) differences
+between methods of the same seed with their paired 95 % intervals (benchmarks/knn_pixels.py's method).
+Writes docs/figures/collapse_unique.png (unique@eps over steps, one line per method and seed) and
+benchmarks/results/collapse_study.json.
 """
 
 from __future__ import annotations
@@ -174,13 +175,15 @@ def main() -> None:
             if path.exists():
                 right[method] = correct(path)
         for a, b in combinations([m for m in ("carp_dec", "carp_kp", "carp") if m in right], 2):
-            d = paired_difference(right[a], right[b])
-            pairs.append(
-                [f"{a} − {b}", seed, f"{d['difference']:+.2%}", f"[{d['low']:+.2%}, {d['high']:+.2%}]"]
-            )
-            summary.setdefault("knn_differences", {})[f"{a}-{b}_s{seed}"] = d
-    print("\nTest k-NN differences on the same 10 000 images (paired 95 % Wald interval):")
-    print(table(["difference", "seed", "k-NN", "95 % interval"], pairs))
+            for classifier, label in (("knn_top1", "knn"), ("linear_top1", "linear")):
+                if classifier in right[a] and classifier in right[b]:
+                    d = paired_difference(right[a][classifier], right[b][classifier])
+                    pairs.append([f"{a} − {b}", seed, label, f"{d['difference']:+.2%}",
+                                  f"[{d['low']:+.2%}, {d['high']:+.2%}]"])  # fmt: skip
+                    summary.setdefault(f"{label}_differences", {})[f"{a}-{b}_s{seed}"] = d
+    print("\nTest differences on the same 10 000 images (paired 95 % Wald interval; the linear probe's where")
+    print("both runs saved its predictions):")
+    print(table(["difference", "seed", "classifier", "accuracy", "95 % interval"], pairs))
     summary |= report_longer()
     fig, axes = plt.subplots(2, len(EPS), figsize=(14, 6.4), sharex=True, sharey=True, layout="constrained")
     colors = dict(zip(METHODS, ("tab:red", "tab:orange", "tab:blue"), strict=True))

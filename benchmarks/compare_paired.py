@@ -1,13 +1,14 @@
-"""Paired k-NN differences between the methods of one comparison, with 95 % intervals.
+"""Paired k-NN and linear-probe differences between the methods of one comparison, with 95 % intervals.
 
 python benchmarks/compare_paired.py cmp360 --collect runs/cmp360   # copy each run's test predictions
 python benchmarks/compare_paired.py cmp360                         # the table from the copies
 
 A comparison (``python -m train.compare ... --out runs/<name>``) trains each method on the same data
 with the same seed and scores the same test images, so two methods' k-NN accuracies are compared
-image by image (benchmarks/knn_pixels.py's ``paired_difference``). The predictions of each run's final
-evaluation (its predictions.json) are kept in docs/tables/<name>_predictions/<method>.json; the
-differences go to benchmarks/results/<name>_paired.json.
+image by image (benchmarks/knn_pixels.py's ``paired_difference``), and so are their linear probes
+where both runs saved the probe's predictions. The predictions of each run's final evaluation (its
+predictions.json) are kept in docs/tables/<name>_predictions/<method>.json; the differences go to
+benchmarks/results/<name>_paired.json ("a - b" for the k-NN, "a - b linear" for the probe).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ PAIRS = [
     ("carp_dec_diag", "carp"),  # the diagonal-variance default against joint CARP (results.md §3)
     ("carp_dec", "carp_dec_diag"),  # the default's shared GMM variance against diagonal ones (results.md §1)
     ("carp_dec_diag", "carp_dec_split10"),  # the GMM relocation against the earlier one (results.md §1)
+    ("carp_dec", "carp_dec_split10"),  # the default against it (cmp360_reloc: diagonal variances then, §2)
     ("dino_dec", "dino_dec_split10"),  # ... for DINO + decoupling (results.md §2)
     ("carp_dec_diag", "carp_dec_koleo01"),  # ... and with KoLeo 0.1 on the embeddings (results.md §1)
     ("carp_dec_koleo01", "carp_koleo01"),  # the two methods with KoLeo 0.1
@@ -49,16 +51,19 @@ def main() -> None:
         raise SystemExit(f"no predictions in {folder}; run with --collect runs/{args.name} first")
     summary, rows = {}, []
     for a, b in PAIRS:
-        if a in runs and b in runs:
-            d = paired_difference(runs[a], runs[b])
-            summary[f"{a} - {b}"] = d
-            rows.append(
-                [
-                    f"{a} − {b}",
-                    f"{100 * d['difference']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]",
-                ]
-            )
-    print(table(["pair", "k-NN difference, points [95 %]"], rows))
+        if a not in runs or b not in runs:
+            continue
+        cells = []
+        for classifier, suffix in (("knn_top1", ""), ("linear_top1", " linear")):
+            if classifier in runs[a] and classifier in runs[b]:
+                d = summary[f"{a} - {b}{suffix}"] = paired_difference(
+                    runs[a][classifier], runs[b][classifier]
+                )
+                cells.append(f"{100 * d['difference']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]")
+            else:
+                cells.append("")
+        rows.append([f"{a} − {b}", *cells])
+    print(table(["pair", "k-NN difference, points [95 %]", "linear probe, points [95 %]"], rows))
     out = RESULTS / f"{args.name}_paired.json"
     write_json(out, summary)
     print(f"wrote {out}")

@@ -46,10 +46,14 @@ def _correct(bank: Tensor, bank_y: Tensor, test: Tensor, test_y: Tensor, linear:
     return right
 
 
-def correct(path: Path) -> Tensor:
-    """(N,) booleans from a run's predictions.json: which test images its k-NN classifies right."""
+def correct(path: Path) -> dict[str, Tensor]:
+    """(N,) booleans per classifier from a run's predictions.json: which test images its final
+    evaluation classifies right, by the k-NN ("knn_top1") and, where it saved them, the linear probe's
+    predictions ("linear_top1")."""
     record = json.loads(path.read_text())
-    return torch.tensor(record["preds"]) == torch.tensor(record["labels"])
+    labels = torch.tensor(record["labels"])
+    keys = {"knn_top1": "preds", "linear_top1": "linear_preds"}
+    return {name: torch.tensor(record[key]) == labels for name, key in keys.items() if key in record}
 
 
 def paired_difference(a: Tensor, b: Tensor) -> dict[str, float]:
