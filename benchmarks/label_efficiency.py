@@ -45,8 +45,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
 import protozoo
+from protozoo.card import weights_digest
 from protozoo.data import build_dataset
 from protozoo.eval import extract_features, linear_probe
+from protozoo.registry import shipped_folder
 from train.finetune import eval_subset, finetune, label_subset, load_finetune_config
 
 MODEL = "dp-resnet18-fmnist"
@@ -123,7 +125,8 @@ def main() -> None:
         parser.error(f"give one --steps value per fraction ({len(args.fractions)}), got {args.steps}")
     run = Run("label_efficiency", args.quick)
     settings = {
-        "model": MODEL, "recipe": str(RECIPE.relative_to(ROOT)), "fractions": args.fractions,
+        "model": MODEL, "weights_sha256": weights_digest(shipped_folder(MODEL) / "model.safetensors"),
+        "recipe": str(RECIPE.relative_to(ROOT)), "fractions": args.fractions,
         "steps": args.steps, "seeds": args.seeds, "batch_size": args.batch_size,
         "test_size": args.test_size, "probe_epochs": PROBE_EPOCHS,
     }  # fmt: skip

@@ -9,6 +9,7 @@ table all come from ``protozoo.results``.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import json
 from importlib.metadata import version
@@ -143,23 +144,36 @@ def dataset_names(dataset: str) -> tuple[str, str, bool]:
     return name, name, False
 
 
-def finetune_table(name: str, path: Path = LABEL_EFFICIENCY) -> dict[str, Any] | None:
+def weights_digest(path: Path) -> str:
+    """The SHA-256 of a weights file, as hex: which weights a benchmark measured."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def finetune_table(
+    name: str, path: Path = LABEL_EFFICIENCY, weights: Path | None = None
+) -> dict[str, Any] | None:
     """The label-efficiency results of model ``name`` for its card, read from the benchmark's JSON.
 
     Args:
         name: the model's name; only a benchmark run of that model counts.
         path: benchmarks/results/label_efficiency.json (written by benchmarks/label_efficiency.py).
+        weights: the card's model.safetensors; when given, only a run that measured these very weights
+            counts (its ``settings["weights_sha256"]``), so a retrained model under the same name does not
+            show its predecessor's numbers.
 
     Returns:
         ``{"rows": [(labels, steps, seeds, finetune, linear probe, scratch, pixels), ...],
         "test_size": int, "batch_size": int}`` with each method's cell "mean [low, high]" in percent,
-        or None when the file is missing or measured another model.
+        or None when the file is missing or measured another model or other weights.
     """
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
     settings = record.get("settings") or {}
     if settings.get("model") != name or not record.get("results"):
+        return None
+    if weights is not None and settings.get("weights_sha256") != weights_digest(weights):
         return None
 
     def cell(r: dict[str, Any]) -> str:
@@ -224,6 +238,7 @@ def render_card(
     cards_dir: Path = CARDS_DIR,
     label_efficiency: Path = LABEL_EFFICIENCY,
     head: Path | None = None,
+    weights: Path | None = None,
 ) -> ModelCard:
     """Render the model card of a checkpoint from its config.json.
 
@@ -236,6 +251,8 @@ def render_card(
         label_efficiency: the label-efficiency benchmark's JSON (see :func:`finetune_table`).
         head: the checkpoint's head.safetensors, for the live prototypes of a run that did not record
             them (see :func:`live_prototypes`).
+        weights: the checkpoint's model.safetensors, to show only fine-tuning results measured on it
+            (see :func:`finetune_table`).
 
     Returns:
         A :class:`huggingface_hub.ModelCard` (``str(card)`` is README.md; ``card.data`` the metadata).
@@ -336,7 +353,7 @@ def render_card(
         embed_dim=proto["embed_dim"],
         num_prototypes=k,
         protozoo_version=version("protozoo"),
-        finetune=finetune_table(name, label_efficiency),
+        finetune=finetune_table(name, label_efficiency, weights),
         **load_prose(name, cards_dir),
     )
 

@@ -226,6 +226,7 @@ def upload_folder(
         load_name=name if zoo is not None and zoo.hub_id == repo_id else repo_id,
         hub_id=repo_id,
         head=folder / "head.safetensors",
+        weights=folder / "model.safetensors",
     )
     files = upload_files(folder)
     operations: list[CommitOperationAdd | CommitOperationDelete] = [

@@ -386,6 +386,7 @@ class ProtoModel(nn.Module):
                 load_name=block["name"] if zoo else str(save_directory),
                 hub_id=zoo.hub_id if zoo else None,
                 head=tmp / "head.safetensors",
+                weights=tmp / "model.safetensors",
             )
             card.save(tmp / "README.md")
             checkpoint.swap_in(tmp, folder)

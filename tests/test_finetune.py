@@ -215,16 +215,22 @@ def test_channels_that_differ_from_the_models_stop_before_training(gray, tmp_pat
 
 
 def test_the_card_shows_the_label_efficiency_of_its_own_model_only(gray, tmp_path):
-    from protozoo.card import render_card
+    from protozoo.card import render_card, weights_digest
 
     cell = {"mean": 0.7512, "low": 0.7401, "high": 0.7623, "values": [0.75, 0.74, 0.76]}
     results = {"0.01": {m: cell for m in ("finetune", "linear probe", "scratch", "pixels")}}
+    weights = gray / "model.safetensors"
     settings = {"model": "tiny", "fractions": [0.01], "steps": [40], "test_size": 1000}
+    settings["weights_sha256"] = weights_digest(weights)
     path = tmp_path / "label_efficiency.json"
     path.write_text(json.dumps({"settings": settings, "results": results}))
     config = json.loads((gray / "config.json").read_text())
-    text = render_card(config, name="tiny", load_name="tiny", label_efficiency=path).text
+    text = render_card(config, name="tiny", load_name="tiny", label_efficiency=path, weights=weights).text
     assert "\n## Fine-tuning\n" in text and "protozoo finetune --model tiny" in text
     assert "| 1 % | 40 | 3 | 75.1 [74.0, 76.2] | 75.1 [74.0, 76.2] |" in text and "1000 fixed test" in text
     other = render_card(config, name="other", load_name="other", label_efficiency=path).text
     assert "protozoo finetune --model other" in other and "75.1" not in other
+    retrained = tmp_path / "retrained.safetensors"  # the same name, other weights: not its numbers
+    retrained.write_bytes(weights.read_bytes() + b" ")
+    text = render_card(config, name="tiny", load_name="tiny", label_efficiency=path, weights=retrained).text
+    assert "protozoo finetune --model tiny" in text and "75.1" not in text
