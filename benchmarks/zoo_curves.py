@@ -40,6 +40,7 @@ RUNS = {  # label: metrics file in docs/tables/screens
     "ResNet-18, zoo v9's recipe, seed 2": "zoo_v9_s2.jsonl",
     "ResNet-18, zoo v7's recipe, seed 2": "zoo_v7_s2.jsonl",
     "ResNet-18, zoo v7 + relocation every 100 steps (zoo v10, shipped)": "zoo_v10.jsonl",
+    "ResNet-18, joint CARP on zoo v10's recipe": "zoo_joint.jsonl",
     "ViT-Tiny, batch 256 (vit v1)": "zoo_vit.jsonl",
     "ViT-Tiny, batch 64 (vit v2, the paper's GMM)": "zoo_vit_v2.jsonl",
     "ViT-Tiny, batch 64, the default's relocation (vit v3)": "zoo_vit_v3.jsonl",

@@ -19,8 +19,9 @@ SCREENS = ROOT / "docs" / "tables" / "screens"
 
 
 def _join(fmt: str, values: list) -> str:
-    """One cell: the runs' values, formatted, in order."""
-    return " / ".join(fmt.format(v) for v in values)
+    """One cell: the runs' values, formatted, in order ("–" where a run has none, as joint methods'
+    carrying count)."""
+    return " / ".join("–" if v is None else fmt.format(v) for v in values)
 
 
 def main() -> None:
