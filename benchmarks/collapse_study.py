@@ -31,7 +31,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from common import RESULTS, ROOT, evaluations, table, write_json
-from knn_pixels import correct, paired_difference
+from knn_pixels import correct, paired_differences
 
 COMMAND = (
     "python -m train --config train/configs/collapse.yaml method={method} seed={seed} "
@@ -175,12 +175,11 @@ def main() -> None:
             if path.exists():
                 right[method] = correct(path)
         for a, b in combinations([m for m in ("carp_dec", "carp_kp", "carp") if m in right], 2):
-            for classifier, label in (("knn_top1", "knn"), ("linear_top1", "linear")):
-                if classifier in right[a] and classifier in right[b]:
-                    d = paired_difference(right[a][classifier], right[b][classifier])
-                    pairs.append([f"{a} − {b}", seed, label, f"{d['difference']:+.2%}",
-                                  f"[{d['low']:+.2%}, {d['high']:+.2%}]"])  # fmt: skip
-                    summary.setdefault(f"{label}_differences", {})[f"{a}-{b}_s{seed}"] = d
+            for classifier, d in paired_differences(right[a], right[b]).items():
+                label = classifier.removesuffix("_top1")  # knn | linear
+                pairs.append([f"{a} − {b}", seed, label, f"{d['difference']:+.2%}",
+                              f"[{d['low']:+.2%}, {d['high']:+.2%}]"])  # fmt: skip
+                summary.setdefault(f"{label}_differences", {})[f"{a}-{b}_s{seed}"] = d
     print("\nTest differences on the same 10 000 images (paired 95 % Wald interval; the linear probe's where")
     print("both runs saved its predictions):")
     print(table(["difference", "seed", "classifier", "accuracy", "95 % interval"], pairs))

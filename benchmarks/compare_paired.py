@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from common import RESULTS, ROOT, table, write_json
-from knn_pixels import correct, paired_difference
+from knn_pixels import correct, paired_differences
 
 PAIRS = [
     ("carp_dec", "carp"),
@@ -34,6 +34,15 @@ PAIRS = [
     ("carp_dec_koleo01", "carp_koleo01"),  # the two methods with KoLeo 0.1
     ("carp", "carp_koleo01"),  # joint CARP: KoLeo 0.5 against 0.1
 ]
+
+SUFFIXES = {"knn_top1": "", "linear_top1": " linear"}  # classifier: its key's suffix in the JSON
+
+
+def _points(d: dict[str, float] | None) -> str:
+    """A table cell: the difference and its interval in points, or nothing."""
+    if d is None:
+        return ""
+    return f"{100 * d['difference']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]"
 
 
 def main() -> None:
@@ -53,16 +62,9 @@ def main() -> None:
     for a, b in PAIRS:
         if a not in runs or b not in runs:
             continue
-        cells = []
-        for classifier, suffix in (("knn_top1", ""), ("linear_top1", " linear")):
-            if classifier in runs[a] and classifier in runs[b]:
-                d = summary[f"{a} - {b}{suffix}"] = paired_difference(
-                    runs[a][classifier], runs[b][classifier]
-                )
-                cells.append(f"{100 * d['difference']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]")
-            else:
-                cells.append("")
-        rows.append([f"{a} − {b}", *cells])
+        diffs = paired_differences(runs[a], runs[b])
+        summary |= {f"{a} - {b}{SUFFIXES[k]}": d for k, d in diffs.items()}
+        rows.append([f"{a} − {b}", *(_points(diffs.get(k)) for k in SUFFIXES)])
     print(table(["pair", "k-NN difference, points [95 %]", "linear probe, points [95 %]"], rows))
     out = RESULTS / f"{args.name}_paired.json"
     write_json(out, summary)

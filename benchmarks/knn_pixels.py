@@ -56,6 +56,12 @@ def correct(path: Path) -> dict[str, Tensor]:
     return {name: torch.tensor(record[key]) == labels for name, key in keys.items() if key in record}
 
 
+def paired_differences(a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, dict[str, float]]:
+    """:func:`paired_difference` for each classifier that both ``a`` and ``b`` (as :func:`correct`
+    returns them) hold, keyed by classifier."""
+    return {k: paired_difference(a[k], b[k]) for k in a if k in b}
+
+
 def paired_difference(a: Tensor, b: Tensor) -> dict[str, float]:
     """Accuracy of ``a`` minus that of ``b`` on the same images, with its 95 % Wald interval.
 
