@@ -3,10 +3,10 @@
 python benchmarks/usage_interval.py RUN_A RUN_B [--out JSON]   # e.g. runs/zoo_v10 runs/zoo_joint
 
 Each run's teacher at its last checkpoint assigns the val images (the evaluation's split and transform,
-its autocast) to their argmax prototype; the perplexity/K of those assignments is the one the run's last
-evaluation logged. The difference A − B gets a 95 % percentile interval from 2000 resamples of the val
-images, the same resample for both runs. It covers which val images were drawn, not which seed trained
-the runs: retraining moves the perplexity too.
+its autocast) to their argmax prototype; the perplexity/K of those assignments is the one the run's
+evaluation at that step logged. The difference A − B gets a 95 % percentile interval from 2000
+resamples of the val images, the same resample for both runs. It covers which val images were drawn,
+not which seed trained the runs: retraining moves the perplexity too.
 
 Writes benchmarks/results/usage_interval.json (or --out). About 10 s for two zoo ResNet runs on 2 cores.
 """
