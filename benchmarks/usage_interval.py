@@ -35,11 +35,8 @@ def val_argmax(run: Path) -> tuple[Tensor, int, int]:
 
 
 def perplexities(winners: Tensor, k: int, rows: Tensor) -> Tensor:
-    """Perplexity/K of the argmax histogram of each resample (one row of image indices each)."""
-    counts = torch.zeros(len(rows), k, dtype=torch.float64)
-    counts.scatter_add_(1, winners[rows], torch.ones(rows.shape, dtype=torch.float64))
-    p = counts / rows.shape[1]
-    return torch.exp(-torch.special.xlogy(p, p).sum(1)) / k
+    """Perplexity/K (:func:`protozoo.collapse.usage`) of each resample (one row of image indices each)."""
+    return torch.tensor([usage(winners[row], k)["perplexity"] for row in rows], dtype=torch.float64)
 
 
 def main() -> None:
