@@ -17,7 +17,7 @@ images (the evaluation transform) and the two augmented global views of every ot
   from each image's two views' mean direction (the encoder held still): what the GMM settles to on each
   kind of data (``gmm_fit`` clean, views, mean); ``--relocate`` continues it with another placement.
 
-Writes benchmarks/results/dead_on_val.json (or --out). About 3 minutes per run on 2 cores.
+Writes benchmarks/results/dead_on_val.json (or --out). About 4 minutes per run on 2 cores.
 """
 
 from __future__ import annotations
