@@ -1,6 +1,6 @@
 """Why a decoupled run leaves prototypes dead on the val split: sampling, and the views the GMM fits.
 
-python benchmarks/dead_on_val.py RUN [RUN ...] [--relocate busiest] [--out JSON]   # RUN: a run folder
+python benchmarks/dead_on_val.py RUN [RUN ...] [--relocate busiest] [--updates N] [--points P] [--out JSON]
 
 For each run, its teacher at the last checkpoint encodes the 5 000 val images, the 55 000 training
 images (the evaluation transform) and the two augmented global views of every other training image
@@ -12,10 +12,11 @@ images (the evaluation transform) and the two augmented global views of every ot
 - how many of the val-dead have a GMM mean of norm above 0.9: a component still on the one embedding
   a relocation placed it on (benchmarks/stuck_means.py);
 - the share of training images, of view 1 and of view 2 whose argmax is a val-dead prototype;
-- the val dead left after continuing the run's GMM (its relocation included) for 1300 updates of 128
-  fixed embeddings, drawn with a fixed seed from the clean training images, from the augmented views or
-  from each image's two views' mean direction (the encoder held still): what the GMM settles to on each
-  kind of data (``gmm_fit`` clean, views, mean); ``--relocate`` continues it with another placement.
+- the val dead left after continuing the run's GMM (its relocation included) for 1300 updates
+  (``--updates``) of 128 fixed embeddings (``--points``), drawn with a fixed seed from the clean training
+  images, from the augmented views or from each image's two views' mean direction (the encoder held
+  still): what the GMM settles to on each kind of data (``gmm_fit`` clean, views, mean); ``--relocate``
+  continues it with another placement.
 
 Writes benchmarks/results/dead_on_val.json (or --out). About 4 minutes per run on 2 cores.
 """
@@ -37,8 +38,6 @@ from torch.utils.data import DataLoader, Subset
 from train.config import load_config
 from train.engine import Trainer
 
-UPDATES = 1300
-
 
 @torch.no_grad()
 def encode(model: torch.nn.Module, dataset: torch.utils.data.Dataset) -> list[Tensor]:
@@ -55,14 +54,16 @@ def counts(h: Tensor, prototypes: Tensor) -> Tensor:
     return torch.bincount((h @ prototypes.T).argmax(1), minlength=len(prototypes))
 
 
-def continued(gmm: torch.nn.Module, data: Tensor, val: Tensor, relocate: str | None = None) -> int:
-    """Val dead after UPDATES more online EM steps of the run's GMM on batches of fixed embeddings,
-    placing moved components by ``relocate`` (default: as the run did)."""
+def continued(
+    gmm: torch.nn.Module, data: Tensor, val: Tensor, relocate: str | None, updates: int, points: int
+) -> int:
+    """Val dead after ``updates`` more online EM steps of the run's GMM on batches of ``points`` fixed
+    embeddings, placing moved components by ``relocate`` (None: as the run did)."""
     gmm = copy.deepcopy(gmm)
     gmm.relocate = relocate or gmm.relocate
     draws = torch.Generator().manual_seed(0)
-    for _ in range(UPDATES):
-        gmm.update(data[torch.randint(len(data), (128,), generator=draws)])
+    for _ in range(updates):
+        gmm.update(data[torch.randint(len(data), (points,), generator=draws)])
     return int((counts(val, gmm.prototypes) == 0).sum())
 
 
@@ -75,7 +76,7 @@ def last_teacher(run: Path, folder: str) -> tuple[Trainer, torch.nn.Module, int]
     return trainer, trainer.teacher.eval(), int(last.name.split("_")[1])
 
 
-def diagnose(run: Path, relocate: str | None = None) -> dict[str, float]:
+def diagnose(run: Path, relocate: str | None, updates: int, points: int) -> dict[str, float]:
     trainer, model, step = last_teacher(run, "dead_on_val")
     gmm, prototypes = model.prototype_source, model.prototypes.float()
     (val,) = encode(model, trainer.val_set)
@@ -92,20 +93,30 @@ def diagnose(run: Path, relocate: str | None = None) -> dict[str, float]:
         "to_val_dead_train": float(share[dead].sum()),
         "to_val_dead_view1": float(counts(view1, prototypes)[dead].sum() / len(view1)),
         "to_val_dead_view2": float(counts(view2, prototypes)[dead].sum() / len(view2)),
-        "continued_on_train": continued(gmm, train, val, relocate),
-        "continued_on_views": continued(gmm, torch.cat([view1, view2]), val, relocate),
-        "continued_on_mean": continued(gmm, F.normalize(view1 + view2, dim=1), val, relocate),
+        **{
+            f"continued_on_{kind}": continued(gmm, data, val, relocate, updates, points)
+            for kind, data in [
+                ("train", train),
+                ("views", torch.cat([view1, view2])),
+                ("mean", F.normalize(view1 + view2, dim=1)),
+            ]
+        },
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--relocate", choices=["split", "embeddings", "sampled", "busiest"],
-                        help="place the continued GMM's moved components so (default: as each run did)")
+    parser.add_argument(
+        "--relocate",
+        choices=["split", "embeddings", "sampled", "busiest"],
+        help="place the continued GMM's moved components so (default: as each run did)",
+    )
+    parser.add_argument("--updates", type=int, default=1300, help="online EM steps of the continued GMM")
+    parser.add_argument("--points", type=int, default=128, help="fixed embeddings per continued step")
     parser.add_argument("--out", type=Path, default=RESULTS / "dead_on_val.json")
     args = parser.parse_args()
-    summary = {str(run): diagnose(run, args.relocate) for run in args.runs}
+    summary = {str(run): diagnose(run, args.relocate, args.updates, args.points) for run in args.runs}
     keys = list(next(iter(summary.values())))
     rows = []
     for run, result in summary.items():
