@@ -35,6 +35,7 @@ from stuck_means import STUCK
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
+from protozoo.prototypes import RELOCATIONS
 from train.config import load_config
 from train.engine import Trainer
 
@@ -109,7 +110,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument(
         "--relocate",
-        choices=["split", "embeddings", "sampled", "busiest"],
+        choices=RELOCATIONS,
         help="place the continued GMM's moved components so (default: as each run did)",
     )
     parser.add_argument("--updates", type=int, default=1300, help="online EM steps of the continued GMM")
