@@ -59,7 +59,8 @@ def load_prose(name: str, cards_dir: Path = CARDS_DIR) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: when neither file exists.
-        ValueError: when the file misses a field, has an unknown one, or a field has the wrong type.
+        ValueError: when the file is not YAML, misses a field, has an unknown one, or a field has the
+            wrong type.
     """
     path = cards_dir / f"{name}.yaml"
     if not path.is_file():
@@ -69,7 +70,13 @@ def load_prose(name: str, cards_dir: Path = CARDS_DIR) -> dict[str, Any]:
             f"No model-card prose for {name!r}: neither {cards_dir / (name + '.yaml')} nor {path} exists; "
             "protozoo needs its hub_cards/ folder (run from a checkout or an editable install)"
         )
-    prose = yaml.safe_load(path.read_text()) or {}
+    try:
+        prose = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(
+            f"{path} is not valid YAML ({err}); write each text field as a folded block (>-) and "
+            "quote any list item that holds ': '"
+        ) from err
     if not isinstance(prose, dict) or set(prose) != set(_PROSE_FIELDS):
         keys = sorted(prose) if isinstance(prose, dict) else type(prose).__name__
         raise ValueError(f"{path} must hold exactly the fields {sorted(_PROSE_FIELDS)}, got {keys}")
@@ -78,6 +85,8 @@ def load_prose(name: str, cards_dir: Path = CARDS_DIR) -> dict[str, Any]:
             raise ValueError(
                 f"{path}: {field!r} must be a {kind.__name__}, got {type(prose[field]).__name__}"
             )
+    if not all(isinstance(item, str) for item in prose["limitations"]):
+        raise ValueError(f"{path}: each limitation must be text; quote any that holds ': '")
     return prose
 
 

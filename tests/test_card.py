@@ -126,6 +126,20 @@ def test_zoo_prose_and_local_folder_usage(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("item", "error"),
+    [
+        ("  - a limitation\n    that goes on: unquoted\n", r"m\.yaml is not valid YAML"),
+        ("  - a limitation: unquoted\n", r"m\.yaml: each limitation must be text"),
+    ],
+    ids=["not-yaml", "mapping-item"],
+)
+def test_prose_with_an_unquoted_colon_is_named_with_its_file(tmp_path: Path, item: str, error: str) -> None:
+    (tmp_path / "m.yaml").write_text((CARDS_DIR / "default.yaml").read_text() + item)
+    with pytest.raises(ValueError, match=error):
+        load_prose("m", tmp_path)
+
+
+@pytest.mark.parametrize(
     ("results", "dataset", "metrics", "datasets"),
     [
         (
