@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from common import RESULTS, write_json
 from torch.utils.data import DataLoader
 
 from protozoo.data import build_dataset, random_subset
@@ -45,8 +46,10 @@ RUNS = {  # label: metrics file in docs/tables/screens
     "ViT-Tiny, batch 64 (vit v2, the paper's GMM)": "zoo_vit_v2.jsonl",
     "ViT-Tiny, batch 64, the default's relocation (vit v3)": "zoo_vit_v3.jsonl",
     "ViT-Tiny, batch 64, + one shared variance, KoLeo 0.5 (vit v4)": "zoo_vit_v4.jsonl",
-    "ViT-Tiny, + crops 0.85-1, merged within 0.1, lightest first (vit v5, shipped)": "zoo_vit_v5.jsonl",
+    "ViT-Tiny, + crops 0.85-1, merged within 0.1, lightest first (vit v5)": "zoo_vit_v5.jsonl",
     "ViT-Tiny, vit v5 + zoo v9's relocation (vit v6)": "zoo_vit_v6.jsonl",
+    "ViT-Tiny, clean-image fit, busiest region every 200 steps, 9000 steps (vit v10)": "zoo_vit_v10.jsonl",
+    "ViT-Tiny, vit v10's recipe, seed 1 (shipped)": "zoo_vit_v10_s1.jsonl",
 }
 
 
@@ -92,7 +95,7 @@ def main() -> None:
     for label, (images, knn) in curves.items():
         print(f"| {label} | {knn[-1]:.4f} | {images[-1]:,} |")
     results = {"pixels_val_knn": floor, "runs": {k: {"images": v[0], "knn": v[1]} for k, v in curves.items()}}
-    (ROOT / "benchmarks" / "results" / "zoo_curves.json").write_text(json.dumps(results, indent=1))
+    write_json(RESULTS / "zoo_curves.json", results)
     print(f"wrote {out}")
 
 
