@@ -50,6 +50,7 @@ RUNS = {  # label: metrics file in docs/tables/screens
     "ViT-Tiny, vit v5 + zoo v9's relocation (vit v6)": "zoo_vit_v6.jsonl",
     "ViT-Tiny, clean-image fit, busiest region every 200 steps, 9000 steps (vit v10)": "zoo_vit_v10.jsonl",
     "ViT-Tiny, vit v10's recipe, seed 1 (shipped)": "zoo_vit_v10_s1.jsonl",
+    "ViT-Tiny, vit v10's recipe, seed 2": "zoo_vit_v10_s2.jsonl",
 }
 
 
