@@ -1,12 +1,15 @@
 """Usage perplexity/K of two runs on the same val images, with a paired bootstrap interval of the difference.
 
-python benchmarks/usage_interval.py RUN_A RUN_B [--out JSON]   # e.g. runs/zoo_v10 runs/zoo_joint
+python benchmarks/usage_interval.py RUN_A RUN_B [RUN_A RUN_B ...] [--out JSON]
+    # e.g. runs/zoo_v10 runs/zoo_joint, or one pair per seed to pool them
 
 Each run's teacher at its last checkpoint assigns the val images (the evaluation's split and transform,
 its autocast) to their argmax prototype; the perplexity/K of those assignments is the one the run's
 evaluation at that step logged. The difference A − B gets a 95 % percentile interval from 2000
-resamples of the val images, the same resample for both runs. It covers which val images were drawn,
-not which seed trained the runs: retraining moves the perplexity too.
+resamples of the val images, the same resample for both runs. With several pairs (one per seed), the
+mean of their differences gets its interval from the same resamples, each drawing the same images for
+every run. It covers which val images were drawn, not which seeds trained the runs: three seeds say how
+far retraining moves the difference, not a sampling distribution of it.
 
 Writes benchmarks/results/usage_interval.json (or --out). About 10 s for two zoo ResNet runs on 2 cores.
 """
@@ -41,28 +44,52 @@ def perplexities(winners: Tensor, k: int, rows: Tensor) -> Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs=2, type=Path)
+    parser.add_argument("runs", nargs="+", type=Path, help="pairs RUN_A RUN_B, one per seed")
     parser.add_argument("--out", type=Path, default=RESULTS / "usage_interval.json")
     args = parser.parse_args()
-    (a, k, step_a), (b, k_b, step_b) = (val_argmax(run) for run in args.runs)
-    if k != k_b or len(a) != len(b):
-        raise SystemExit(f"K ({k}, {k_b}) or val images ({len(a)}, {len(b)}) differ: compare like runs")
-    rows = torch.randint(len(a), (RESAMPLES, len(a)), generator=torch.Generator().manual_seed(0))
-    diff = perplexities(a, k, rows) - perplexities(b, k, rows)
-    low, high = torch.quantile(diff, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    pa, pb = usage(a, k)["perplexity"], usage(b, k)["perplexity"]
-    result = {
-        "runs": [str(run) for run in args.runs],
-        "steps": [step_a, step_b],
-        "val_images": len(a),
-        "perplexity": [pa, pb],
-        "difference": pa - pb,
-        "interval_95": [low, high],
-        "resamples": RESAMPLES,
-    }
-    runs = zip(args.runs, result["steps"], result["perplexity"], strict=True)
-    print(table(["run", "step", "perplexity/K"], [[str(run), step, f"{p:.3f}"] for run, step, p in runs]))
-    print(f"A − B: {pa - pb:+.3f} [{low:+.3f}, {high:+.3f}] (95 %, {RESAMPLES} paired resamples)")
+    if len(args.runs) % 2:
+        parser.error(f"give runs in pairs RUN_A RUN_B, got {len(args.runs)} runs")
+    argmaxes = [val_argmax(run) for run in args.runs]
+    ks, sizes = {k for _, k, _ in argmaxes}, {len(w) for w, _, _ in argmaxes}
+    if len(ks) > 1 or len(sizes) > 1:
+        raise SystemExit(f"K ({sorted(ks)}) or val images ({sorted(sizes)}) differ: compare like runs")
+    (k,), (n,) = ks, sizes
+    rows = torch.randint(n, (RESAMPLES, n), generator=torch.Generator().manual_seed(0))
+    points = [usage(w, k)["perplexity"] for w, _, _ in argmaxes]
+    resampled = [perplexities(w, k, rows) for w, _, _ in argmaxes]
+    diffs = [resampled[i] - resampled[i + 1] for i in range(0, len(args.runs), 2)]  # (RESAMPLES,) each
+    pairs = []
+    for i, diff in zip(range(0, len(args.runs), 2), diffs, strict=True):
+        low, high = torch.quantile(diff, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+        pairs.append(
+            {
+                "runs": [str(args.runs[i]), str(args.runs[i + 1])],
+                "steps": [argmaxes[i][2], argmaxes[i + 1][2]],
+                "perplexity": points[i : i + 2],
+                "difference": points[i] - points[i + 1],
+                "interval_95": [low, high],
+            }
+        )
+    result = (
+        {"val_images": n, "resamples": RESAMPLES, **pairs[0]}
+        if len(pairs) == 1
+        else {"val_images": n, "resamples": RESAMPLES, "pairs": pairs}
+    )
+    rows_out = [
+        [str(run), step, f"{p:.3f}"] for run, (_, _, step), p in zip(args.runs, argmaxes, points, strict=True)
+    ]
+    print(table(["run", "step", "perplexity/K"], rows_out))
+    for pair in pairs:
+        low, high = pair["interval_95"]
+        print(f"{pair['runs'][0]} − {pair['runs'][1]}: {pair['difference']:+.3f} [{low:+.3f}, {high:+.3f}]")
+    if len(pairs) > 1:
+        low, high = torch.quantile(
+            torch.stack(diffs).mean(0), torch.tensor([0.025, 0.975], dtype=torch.float64)
+        ).tolist()
+        result["mean_difference"] = sum(p["difference"] for p in pairs) / len(pairs)
+        result["mean_interval_95"] = [low, high]
+        print(f"mean over the {len(pairs)} pairs: {result['mean_difference']:+.3f} [{low:+.3f}, {high:+.3f}]")
+    print(f"(95 %, {RESAMPLES} paired resamples of the val images)")
     write_json(args.out, result)
     print(f"wrote {args.out}")
 
