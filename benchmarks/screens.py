@@ -14,12 +14,12 @@ minutes; an entry may name another recipe with ``--config``. The relocation scre
 default with KoLeo 0.1 and one relocation setting each (overrides name the earlier settings they return
 to). The changes screens are the default itself (shared variance, KoLeo 0.5) and the default with
 one change each (DINO's blur or solarisation of the global views lightened, the GMM's step size, the
-mass a relocated component starts with and how often the relocation checks), in fp32 with this
-CPU's own kernels. The command of every run is in ``SCREENS``. Writes a markdown table (last val
-evaluation and final test metrics), the figure docs/figures/<folder>.png (live fraction = prototypes
-that are some val image's argmax, val k-NN and unique@0.025 among the live over steps) and
-benchmarks/results/<folder>.json. A run whose last evaluation comes before its length was stopped
-there, to free the CPU: the step column says where.
+mass a relocated component starts with, how often the relocation checks, mixture weights held at
+1/K), in fp32 with this CPU's own kernels. The command of every run is in ``SCREENS``. Writes a
+markdown table (last val evaluation and final test metrics), the figure docs/figures/<folder>.png
+(live fraction = prototypes that are some val image's argmax, val k-NN and unique@0.025 among the live
+over steps) and benchmarks/results/<folder>.json. A run whose last evaluation comes before its length
+was stopped there, to free the CPU: the step column says where.
 """
 
 from __future__ import annotations
@@ -265,6 +265,11 @@ SCREENS = {
                 "gmm_relocate_mass=fresh gmm_split_every=100 gmm_init=kmeans++ seed=0",
                 "the same, seed 0, means seeded by k-means++",
             ),
+            "uniform_s0": (
+                "gmm_uniform_weights=true seed=0",
+                "the default, mixture weights held at 1/K",
+            ),
+            "uniform_s1": ("gmm_uniform_weights=true seed=1", "the same, seed 1"),
         },
     ),
 }

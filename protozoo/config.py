@@ -42,6 +42,7 @@ class ProtoConfig:
     gmm_merge_eps: float = 0.0  # a prototype this close (1 - cos) to a heavier one moves; 0: never
     gmm_relocate_order: str = "index"  # movers placed first when a check cannot place all: index | lightest
     gmm_relocate_mass: str = "shared"  # a moved component's start: shared with its owner | least | fresh
+    gmm_uniform_weights: bool = False  # mixture weights fixed at 1/K instead of learned from the masses
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm kwargs, e.g. drop_path_rate
 
     def __post_init__(self) -> None:

@@ -122,6 +122,7 @@ class ProtoModel(nn.Module):
                 merge_eps=config.gmm_merge_eps,
                 relocate_order=config.gmm_relocate_order,
                 relocate_mass=config.gmm_relocate_mass,
+                uniform_weights=config.gmm_uniform_weights,
             )
         else:
             self.prototype_source = LearnablePrototypes(config.num_prototypes, config.embed_dim)

@@ -38,7 +38,7 @@ class OnlineGMM(nn.Module):
         γ_ik    = softmax_k(β · logp_ik)
         n_k = Σ_i γ_ik,  s1_k = Σ_i γ_ik h_i,  s2_k = Σ_i γ_ik h_i²      (summed over processes)
         a_k = (1 − η)^{n_k};  A ← aA + n;  S1 ← aS1 + s1;  S2 ← aS2 + s2
-        μ = S1 / A;  σ² = max(S2 / A − μ², σ²_min);  π = A / ΣA
+        μ = S1 / A;  σ² = max(S2 / A − μ², σ²_min);  π = A / ΣA  (or 1/K, ``uniform_weights``)
 
     Args:
         num_prototypes: K, the number of mixture components.
@@ -75,6 +75,9 @@ class OnlineGMM(nn.Module):
             any staying component, as scikit-learn's MiniBatchKMeans resets a reassigned centre's count)
             or "fresh" (one unit, the pseudo-count every component starts with: its mean follows the
             first embeddings it wins, and until it has won a unit it does not count as carrying data).
+        uniform_weights: keep every mixture weight at π = 1/K instead of A / ΣA, so that the E-step owns
+            embeddings by density alone (by distance to the means with one shared variance, as k-means)
+            and a heavy component does not draw more of them for being heavy.
 
     Example:
         >>> gmm = OnlineGMM(num_prototypes=64, dim=16)
@@ -112,6 +115,7 @@ class OnlineGMM(nn.Module):
         merge_eps: float = 0.0,
         relocate_order: str = "index",
         relocate_mass: str = "shared",
+        uniform_weights: bool = False,
     ) -> None:
         super().__init__()
         if num_prototypes < 1 or dim < 1:
@@ -153,6 +157,7 @@ class OnlineGMM(nn.Module):
         self.split_every, self.split_min_mass = split_every, split_min_mass
         self.covariance, self.relocate, self.merge_eps = covariance, relocate, merge_eps
         self.relocate_order, self.relocate_mass = relocate_order, relocate_mass
+        self.uniform_weights = uniform_weights
         mu = F.normalize(torch.randn(num_prototypes, dim), dim=1)
         var = torch.full((num_prototypes, dim), 1.0 / dim)
         # One pseudo-count of mass per component, so the statistics describe the initial guess.
@@ -308,7 +313,8 @@ class OnlineGMM(nn.Module):
             pooled = self.mass @ self.variances.sum(1) / (self.dim * self.mass.sum())
             self.variances.copy_(pooled.expand_as(self.variances))
         self.variances.clamp_(min=self.var_floor)
-        self.log_weights.copy_(self.mass.log() - self.mass.sum().log())
+        if not self.uniform_weights:  # otherwise log π stays at −log K
+            self.log_weights.copy_(self.mass.log() - self.mass.sum().log())
 
     def _init_from(self, h: Tensor) -> None:
         """Means from the first batch (rows recycled when K > B) plus noise; same on every process."""
@@ -485,7 +491,8 @@ class OnlineGMM(nn.Module):
             f"num_prototypes={self.num_prototypes}, dim={self.dim}, eta={self.eta}, init={self.init!r}, "
             f"split_every={self.split_every}, split_min_mass={self.split_min_mass}, "
             f"relocate={self.relocate!r}, merge_eps={self.merge_eps}, "
-            f"relocate_order={self.relocate_order!r}, relocate_mass={self.relocate_mass!r}"
+            f"relocate_order={self.relocate_order!r}, relocate_mass={self.relocate_mass!r}, "
+            f"uniform_weights={self.uniform_weights}"
         )
 
 

@@ -436,3 +436,20 @@ def test_kmeanspp_waits_for_its_buffer_then_seeds_distinct_means_on_the_data():
 def test_kmeanspp_needs_as_many_samples_as_prototypes():
     with pytest.raises(ValueError, match="init_samples=8 buffered embeddings"):
         OnlineGMM(16, 4, init="kmeans++", init_samples=8)
+
+
+@pytest.mark.parametrize("uniform_weights", [False, True])
+def test_uniform_weights_own_by_distance_not_by_mass(uniform_weights):
+    gmm = OnlineGMM(2, 2, covariance="shared", uniform_weights=uniform_weights)
+    means = torch.tensor([[0.8, 0.0], [0.0, 0.8]])
+    gmm.mass.copy_(torch.tensor([100.0, 5.0]))  # component 0 has seen 20 times the data
+    gmm.s1.copy_(gmm.mass[:, None] * means)
+    gmm.s2.copy_(gmm.mass[:, None] * (means**2 + 0.05))
+    gmm._m_step()
+    gamma = gmm.responsibilities(F.normalize(torch.ones(1, 2), dim=1))[0]  # equally far from both means
+    if uniform_weights:
+        torch.testing.assert_close(gmm.weights, torch.full((2,), 0.5))
+        torch.testing.assert_close(gamma, torch.full((2,), 0.5))
+    else:
+        torch.testing.assert_close(gmm.weights, torch.tensor([100.0, 5.0]) / 105)
+        torch.testing.assert_close(gamma, torch.tensor([100.0, 5.0]) / 105)  # the heavy one takes it

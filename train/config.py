@@ -95,6 +95,7 @@ class TrainConfig:
     gmm_merge_eps: float = 0.0  # a prototype this close (1 - cos) to a heavier one moves; 0: never
     gmm_relocate_order: str = "index"  # index | lightest: the movers a check places first (method.md §3)
     gmm_relocate_mass: str = "shared"  # shared | least | fresh: the mass a moved component starts with
+    gmm_uniform_weights: bool = False  # π = 1/K: ownership by density alone, not by mass (method.md §3)
     # what the GMM fits: views (each global view, the paper's) | mean (each image's mean over its views) |
     # clean (each image as evaluation sees it: one more teacher forward of B images per step)
     gmm_fit: str = "views"
