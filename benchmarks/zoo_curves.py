@@ -51,6 +51,7 @@ RUNS = {  # label: metrics file in docs/tables/screens
     "ViT-Tiny, clean-image fit, busiest region every 200 steps, 9000 steps (vit v10)": "zoo_vit_v10.jsonl",
     "ViT-Tiny, vit v10's recipe, seed 1 (shipped)": "zoo_vit_v10_s1.jsonl",
     "ViT-Tiny, vit v10's recipe, seed 2": "zoo_vit_v10_s2.jsonl",
+    "ViT-Tiny, vit v10's recipe on 12000 steps (vit v12)": "zoo_vit_v12.jsonl",
 }
 
 
