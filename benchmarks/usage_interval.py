@@ -42,6 +42,11 @@ def perplexities(winners: Tensor, k: int, rows: Tensor) -> Tensor:
     return torch.tensor([usage(winners[row], k)["perplexity"] for row in rows], dtype=torch.float64)
 
 
+def interval(values: Tensor) -> list[float]:
+    """The 95 % percentile interval of resampled values."""
+    return torch.quantile(values, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="pairs RUN_A RUN_B, one per seed")
@@ -49,43 +54,35 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.runs) % 2:
         parser.error(f"give runs in pairs RUN_A RUN_B, got {len(args.runs)} runs")
-    argmaxes = [val_argmax(run) for run in args.runs]
+    argmaxes = [val_argmax(run) for run in args.runs]  # (winners, K, step) per run
     ks, sizes = {k for _, k, _ in argmaxes}, {len(w) for w, _, _ in argmaxes}
     if len(ks) > 1 or len(sizes) > 1:
         raise SystemExit(f"K ({sorted(ks)}) or val images ({sorted(sizes)}) differ: compare like runs")
     (k,), (n,) = ks, sizes
     rows = torch.randint(n, (RESAMPLES, n), generator=torch.Generator().manual_seed(0))
     points = [usage(w, k)["perplexity"] for w, _, _ in argmaxes]
-    resampled = [perplexities(w, k, rows) for w, _, _ in argmaxes]
-    diffs = [resampled[i] - resampled[i + 1] for i in range(0, len(args.runs), 2)]  # (RESAMPLES,) each
-    pairs = []
-    for i, diff in zip(range(0, len(args.runs), 2), diffs, strict=True):
-        low, high = torch.quantile(diff, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-        pairs.append(
-            {
-                "runs": [str(args.runs[i]), str(args.runs[i + 1])],
-                "steps": [argmaxes[i][2], argmaxes[i + 1][2]],
-                "perplexity": points[i : i + 2],
-                "difference": points[i] - points[i + 1],
-                "interval_95": [low, high],
-            }
+    print(
+        table(
+            ["run", "step", "perplexity/K"],
+            [[str(r), s, f"{p:.3f}"] for r, (_, _, s), p in zip(args.runs, argmaxes, points, strict=True)],
         )
-    result = (
-        {"val_images": n, "resamples": RESAMPLES, **pairs[0]}
-        if len(pairs) == 1
-        else {"val_images": n, "resamples": RESAMPLES, "pairs": pairs}
     )
-    rows_out = [
-        [str(run), step, f"{p:.3f}"] for run, (_, _, step), p in zip(args.runs, argmaxes, points, strict=True)
-    ]
-    print(table(["run", "step", "perplexity/K"], rows_out))
-    for pair in pairs:
-        low, high = pair["interval_95"]
-        print(f"{pair['runs'][0]} − {pair['runs'][1]}: {pair['difference']:+.3f} [{low:+.3f}, {high:+.3f}]")
+    pairs, diffs = [], []
+    for i in range(0, len(args.runs), 2):
+        diffs.append(perplexities(argmaxes[i][0], k, rows) - perplexities(argmaxes[i + 1][0], k, rows))
+        low, high = interval(diffs[-1])
+        pair = {
+            "runs": [str(args.runs[i]), str(args.runs[i + 1])],
+            "steps": [argmaxes[i][2], argmaxes[i + 1][2]],
+            "perplexity": points[i : i + 2],
+            "difference": points[i] - points[i + 1],
+            "interval_95": [low, high],
+        }
+        pairs.append(pair)
+        print(f"{args.runs[i]} − {args.runs[i + 1]}: {pair['difference']:+.3f} [{low:+.3f}, {high:+.3f}]")
+    result = {"val_images": n, "resamples": RESAMPLES, **(pairs[0] if len(pairs) == 1 else {"pairs": pairs})}
     if len(pairs) > 1:
-        low, high = torch.quantile(
-            torch.stack(diffs).mean(0), torch.tensor([0.025, 0.975], dtype=torch.float64)
-        ).tolist()
+        low, high = interval(torch.stack(diffs).mean(0))
         result["mean_difference"] = sum(p["difference"] for p in pairs) / len(pairs)
         result["mean_interval_95"] = [low, high]
         print(f"mean over the {len(pairs)} pairs: {result['mean_difference']:+.3f} [{low:+.3f}, {high:+.3f}]")
