@@ -65,13 +65,14 @@ def paired_differences(a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, 
 def paired_difference(a: Tensor, b: Tensor) -> dict[str, float]:
     """Accuracy of ``a`` minus that of ``b`` on the same images, with its 95 % Wald interval.
 
-    Only the images one of them gets right and the other wrong move the difference: with n_ab and
-    n_ba of those and n images, d = (n_ab - n_ba) / n and se = sqrt(n_ab + n_ba - n d²) / n.
+    ``a`` and ``b`` are (n,) booleans, or (S, n) for S pairs of runs (one per seed) scored on the same
+    n images, whose differences are averaged. With x_i the mean over pairs of a_i - b_i, d = mean(x)
+    and se = std(x) / sqrt(n). For one pair only the images one of them gets right and the other wrong
+    move it: with n_ab and n_ba of those, se = sqrt(n_ab + n_ba - n d²) / n, as in McNemar's test.
     """
-    n = len(a)
-    n_ab, n_ba = (a & ~b).sum().item(), (~a & b).sum().item()
-    d = (n_ab - n_ba) / n
-    half = 1.96 * max(n_ab + n_ba - n * d * d, 0.0) ** 0.5 / n
+    x = (a.double() - b.double()).reshape(-1, a.shape[-1]).mean(0)
+    d = x.mean().item()
+    half = 1.96 * x.std(correction=0).item() / len(x) ** 0.5
     return {"difference": d, "low": d - half, "high": d + half}
 
 
