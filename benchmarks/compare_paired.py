@@ -40,7 +40,7 @@ PAIRS = [
     ("carp_dec_diag", "carp_dec_koleo01"),  # ... and with KoLeo 0.1 on the embeddings (results.md §1)
     ("carp_dec_koleo01", "carp_koleo01"),  # the two methods with KoLeo 0.1
     ("carp", "carp_koleo01"),  # joint CARP: KoLeo 0.5 against 0.1
-    ("carp_dec_fresh", "carp_dec"),  # zoo v9's recipe (movers start from one unit) against v10's
+    ("carp_dec_fresh", "carp_dec"),  # the zoo ResNet's recipe (movers start from one unit) against v10's
     ("carp_dec_fresh", "carp"),  # ... and against joint CARP
 ]
 
